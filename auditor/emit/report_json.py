@@ -1,0 +1,108 @@
+"""``report.json``: the machine-readable report (stable schema ``auditor.report/v1``).
+
+The Markdown report and the terminal summary are rendered from this same document, so the three
+never disagree. Nothing secret goes in: no access keys, no request parameters, no credentials.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from auditor import __version__
+from auditor.audit import AuditResult
+from auditor.emit.policies import IdentityPolicies
+from auditor.ruleset import SEVERITIES
+from auditor.timefmt import iso, window_dict
+
+SCHEMA = "auditor.report/v1"
+COUNTED_SEVERITIES = tuple(reversed(SEVERITIES))  # critical first
+
+
+def _severity_counts(findings: pl.DataFrame) -> dict[str, int]:
+    counts = dict.fromkeys(COUNTED_SEVERITIES, 0)
+    for severity in findings["severity"].to_list():
+        counts[severity] += 1
+    return counts
+
+
+def _records(df: pl.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for row in df.iter_rows(named=True):
+        out.append({k: iso(v) if hasattr(v, "strftime") else v for k, v in row.items()})
+    return out
+
+
+def _identity(result: AuditResult, audit, policies: dict[tuple[str, str], IdentityPolicies]) -> dict[str, Any]:
+    key = (audit.provider, audit.identity)
+    perms = result.permissions.filter((pl.col("provider") == audit.provider) & (pl.col("identity") == audit.identity))
+    granted = perms.filter(pl.col("granted"))
+    states = {s: granted.filter(pl.col("state") == s).height for s in ("used", "denied", "unused", "unobservable")}
+    findings = result.findings.filter((pl.col("provider") == audit.provider) & (pl.col("identity") == audit.identity))
+    ident = result.data.identities.filter(
+        (pl.col("provider") == audit.provider) & (pl.col("identity") == audit.identity)
+    ).row(0, named=True)
+    used = perms.filter(pl.col("state") == "used").select(
+        "action", "granted", "calls", "first_seen", "last_seen", "evidence", "resources_seen", "destructive"
+    )
+    policy = policies.get(key)
+    return {
+        "provider": audit.provider,
+        "account": audit.account,
+        "identity": audit.identity,
+        "name": audit.name,
+        "kind": ident["kind"],
+        "selected_by": ident["selected_by"],
+        "grant_sources": sorted({s.source for s in audit.statements}),
+        "granted": granted.height,
+        "used": states["used"],
+        "denied": perms.filter(pl.col("state") == "denied").height,
+        "unused": states["unused"],
+        "unobservable": states["unobservable"],
+        "unused_percent": round(100 * states["unused"] / granted.height, 1) if granted.height else 0.0,
+        "destructive_granted": granted.filter(pl.col("destructive")).height,
+        "findings": _severity_counts(findings),
+        "used_permissions": _records(used),
+        "policy_files": [f.path for f in policy.files] if policy else [],
+        "apply_commands": policy.apply if policy else [],
+        "policy_note": policy.note if policy else None,
+        "kept_unobservable": len(policy.kept_unobservable) if policy else 0,
+    }
+
+
+def report(result: AuditResult, policies: list[IdentityPolicies], written: list[str]) -> dict[str, Any]:
+    by_key = {(p.provider, p.identity): p for p in policies}
+    identities = [_identity(result, audit, by_key) for audit in result.audits]
+    counts = _severity_counts(result.findings)
+    worst = next((s for s in COUNTED_SEVERITIES if counts[s]), None)
+    data = result.data
+    return {
+        "schema": SCHEMA,
+        "tool": {"name": "auditor", "version": __version__},
+        "generated_at": iso(result.generated_at),
+        "window": window_dict(data.window),
+        "inputs": list(data.sources),
+        "catalogs": {name: catalog.version for name, catalog in sorted(data.catalogs.items())},
+        "rules": [str(p) for p in result.rules.sources],
+        "options": {"drop_unobservable": result.options.drop_unobservable, "strict": result.options.strict},
+        "summary": {
+            "identities": len(identities),
+            "agents_dormant": sum(1 for i in identities if i["used"] == 0 and i["denied"] == 0),
+            "granted": sum(i["granted"] for i in identities),
+            "used": sum(i["used"] for i in identities),
+            "unused": sum(i["unused"] for i in identities),
+            "unobservable": sum(i["unobservable"] for i in identities),
+            "findings": counts,
+            "worst_severity": worst,
+        },
+        "identities": identities,
+        "findings": _records(result.findings),
+        "coverage": _records(data.coverage),
+        "observability": _records(
+            data.observability.with_columns(pl.col("actions").list.len().alias("permission_patterns")).drop("actions")
+        ),
+        "unmapped": _records(data.unmapped.sort("calls", descending=True)),
+        "gaps": _records(data.gaps),
+        "outputs": sorted(written),
+    }

@@ -1,0 +1,58 @@
+"""Write every output of one audit into ``--out``, atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from auditor.audit import AuditResult
+from auditor.emit import blocklist, report_json, report_md
+from auditor.emit.policies import IdentityPolicies, all_policies
+from auditor.output import OutputDir
+
+
+def _permissions_csv(result: AuditResult) -> str:
+    lists = [c for c, t in result.permissions.schema.items() if isinstance(t, pl.List)]
+    flat = result.permissions.with_columns(pl.col(c).list.join(";") for c in lists)
+    return flat.write_csv(datetime_format="%Y-%m-%dT%H:%M:%SZ")
+
+
+def _policy_index(policies: list[IdentityPolicies]) -> str:
+    return (
+        json.dumps(
+            [
+                {
+                    "provider": p.provider,
+                    "account": p.account,
+                    "identity": p.identity,
+                    "name": p.name,
+                    "files": [f.path for f in p.files],
+                    "apply": p.apply,
+                    "note": p.note,
+                    "kept_unobservable": p.kept_unobservable,
+                }
+                for p in policies
+            ],
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+def write_outputs(result: AuditResult, out: Path) -> dict[str, Any]:
+    """Write policies, blocklist, permissions.csv and the reports; return the report document."""
+    policies = all_policies(result)
+    with OutputDir(out) as staged:
+        for entry in policies:
+            for policy_file in entry.files:
+                staged.write(policy_file.path, policy_file.content)
+        staged.write("policies/index.json", _policy_index(policies))
+        staged.write("blocklist.yaml", blocklist.render(blocklist.blocklist(result)))
+        staged.write("permissions.csv", _permissions_csv(result))
+        document = report_json.report(result, policies, [*staged.written, "report.json", "report.md"])
+        staged.write("report.json", json.dumps(document, indent=2) + "\n")
+        staged.write("report.md", report_md.render(document))
+    return document

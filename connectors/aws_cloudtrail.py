@@ -1,0 +1,532 @@
+"""AWS usage: stream CloudTrail logs into aggregated usage rows, in parallel, in bounded memory.
+
+Reads the layouts AWS writes (``AWSLogs/<account>/CloudTrail/<region>/<yyyy>/<mm>/<dd>/*.json.gz``
+holding ``{"Records": [...]}``, plain ``.json`` too, organization trails with an ``o-…`` level) and
+the newline-delimited exports (one event per line, or ``lookup-events`` items carrying a
+``CloudTrailEvent`` string). Each file is decoded with a typed msgspec schema that skips every field
+the audit does not need, and folded into per-(identity, action, outcome) counters; only those
+counters ever cross process boundaries, so memory does not grow with the number of events.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+from auditor.connectors.aws_actions import EventActionMapper
+
+from auditor.catalog import aws_catalog, aws_resource_arn_formats
+from auditor.errors import InputError
+from auditor.jsonio import gunzip
+from auditor.narrowing import NarrowingRules
+
+#: Event types that are calls made by the identity itself (service events and sign-ins are not).
+COUNTED_EVENT_TYPES = frozenset({"AwsApiCall", "AwsConsoleAction"})
+#: Cap on distinct resources remembered per (identity, action): beyond it a policy uses "*" anyway.
+MAX_RESOURCES = 64
+SKIPPED_DIRS = ("CloudTrail-Digest", "CloudTrail-Insight")
+NDJSON_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
+JSON_SUFFIXES = (".json.gz", ".json")
+_TRAIL_FILE_NAME = re.compile(r"^\d{12}_CloudTrail_[a-z0-9-]+_\d{8}T\d{4}Z_[A-Za-z0-9]+\.json(\.gz)?$")
+
+
+class _SessionIssuer(msgspec.Struct):
+    arn: str | None = None
+
+
+class _SessionContext(msgspec.Struct):
+    sessionIssuer: _SessionIssuer | None = None
+
+
+class _UserIdentity(msgspec.Struct):
+    type: str | None = None
+    arn: str | None = None
+    accountId: str | None = None
+    invokedBy: str | None = None
+    sessionContext: _SessionContext | None = None
+
+
+class _Resource(msgspec.Struct):
+    ARN: str | None = None
+
+
+class Event(msgspec.Struct):
+    """The fields of a CloudTrail record the audit reads; everything else is skipped unparsed."""
+
+    eventTime: str = ""
+    eventSource: str = ""
+    eventName: str = ""
+    eventType: str | None = None
+    errorCode: str | None = None
+    readOnly: bool | str | None = None
+    recipientAccountId: str | None = None
+    sessionCredentialFromConsole: str | bool | None = None
+    userIdentity: _UserIdentity | None = None
+    resources: list[_Resource] | None = None
+    requestParameters: msgspec.Raw = msgspec.Raw(b"null")  # kept unparsed: decoded only when needed
+
+
+class _LookupEvent(msgspec.Struct):
+    CloudTrailEvent: str | None = None
+
+
+class _LogFile(msgspec.Struct):
+    Records: list[Event] | None = None
+    Events: list[_LookupEvent] | None = None
+
+
+_LOG_DECODER = msgspec.json.Decoder(_LogFile)
+_RAW_FILE_DECODER = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_RAW_LIST_DECODER = msgspec.json.Decoder(list[msgspec.Raw])
+_EVENT_DECODER = msgspec.json.Decoder(Event)
+_LINE_DECODER = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+@dataclass(frozen=True)
+class TrailOptions:
+    """What the parser needs besides the files: window bounds and which identities to keep."""
+
+    start: str  # ISO-8601 "YYYY-MM-DDTHH:MM:SSZ", inclusive
+    end: str  # inclusive
+    identities: frozenset[str] | None  # identity ARNs to aggregate (None: all)
+    rule_dirs: tuple[Path, ...]
+
+
+@dataclass
+class Partial:
+    """Counters from some files; merged by addition."""
+
+    usage: dict[tuple[str, str, str, str, str], list[Any]] = field(default_factory=dict)
+    unmapped: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    days: dict[str, set[str]] = field(default_factory=dict)
+    first: dict[str, str] = field(default_factory=dict)
+    last: dict[str, str] = field(default_factory=dict)
+    events_read: int = 0
+    events_in_window: int = 0
+    files_read: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    newest: str = ""
+    bad_records: dict[str, list[Any]] = field(default_factory=dict)
+
+    def merge(self, other: Partial) -> None:
+        for key, (calls, first, last, resources, complete) in other.usage.items():
+            mine = self.usage.get(key)
+            if mine is None:
+                self.usage[key] = [calls, first, last, resources, complete]
+                continue
+            mine[0] += calls
+            mine[1] = min(mine[1], first)
+            mine[2] = max(mine[2], last)
+            if mine[3] is not None:
+                mine[3] = None if resources is None else _capped(mine[3] | resources)
+            mine[4] = mine[4] and complete
+        for key, count in other.unmapped.items():
+            self.unmapped[key] = self.unmapped.get(key, 0) + count
+        for account, days in other.days.items():
+            self.days.setdefault(account, set()).update(days)
+        for account, first in other.first.items():
+            self.first[account] = min(self.first.get(account, first), first)
+        for account, last in other.last.items():
+            self.last[account] = max(self.last.get(account, last), last)
+        for reason, count in other.skipped.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + count
+        self.events_read += other.events_read
+        self.events_in_window += other.events_in_window
+        self.files_read += other.files_read
+        self.gaps += other.gaps
+        for origin, (count, first) in other.bad_records.items():
+            self.gaps.append(
+                {
+                    "scope": origin,
+                    "reason": f"{count} malformed record(s) skipped, first {first}",
+                    "severity": "error",
+                    "count": count,
+                }
+            )
+        self.newest = max(self.newest, other.newest)
+
+
+def _capped(resources: set[str]) -> set[str] | None:
+    return resources if len(resources) <= MAX_RESOURCES else None
+
+
+def is_log_file(path: Path) -> bool:
+    """Inside a folder, a log file is newline-delimited, or JSON under a ``CloudTrail`` folder or named
+    the way CloudTrail names its files (so snapshot metadata such as manifest.json is not read)."""
+    name = path.name
+    if name.endswith(NDJSON_SUFFIXES):
+        return True
+    return name.endswith(JSON_SUFFIXES) and ("CloudTrail" in path.parts or _TRAIL_FILE_NAME.match(name) is not None)
+
+
+def find_log_files(paths: Sequence[Path]) -> list[Path]:
+    """Every CloudTrail log file under ``paths`` (digest and insight files excluded), sorted.
+
+    A file named explicitly is always read, whatever its name."""
+    found: list[Path] = []
+    for root in paths:
+        if root.is_file():
+            found.append(root)
+            continue
+        if not root.is_dir():
+            raise InputError(f"{root}: no such file or directory", "pass the folder you synced the trail bucket into")
+        for directory, subdirs, files in os.walk(root):
+            subdirs[:] = sorted(d for d in subdirs if d not in SKIPPED_DIRS and not d.startswith("."))
+            found += [p for p in (Path(directory, f) for f in sorted(files)) if is_log_file(p)]
+    if not found:
+        shown = ", ".join(str(p) for p in paths)
+        raise InputError(
+            f"{shown}: no CloudTrail log files found (*.json.gz, *.json, *.ndjson)",
+            "sync the trail bucket with `aws s3 sync s3://BUCKET/AWSLogs/ DIR/AWSLogs/`",
+        )
+    return found
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _lookup_events(items: Iterable[_LookupEvent], origin: str, out: Partial) -> list[Event]:
+    events = []
+    for index, item in enumerate(items):
+        try:
+            events.append(_EVENT_DECODER.decode(item.CloudTrailEvent or ""))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            _bad_record(out, origin, f"Events[{index}].CloudTrailEvent", exc)
+    return events
+
+
+def _bad_record(out: Partial, origin: str, where: str, exc: Exception) -> None:
+    """Count a malformed record; the file's gap row names the first one and the count."""
+    out.skipped["malformed record"] = out.skipped.get("malformed record", 0) + 1
+    entry = out.bad_records.setdefault(origin, [0, f"{where}: {exc}"])
+    entry[0] += 1
+
+
+def _decode_records_one_by_one(raw: bytes, origin: str, out: Partial) -> list[Event]:
+    """Slow path for a file whose typed decode failed: keep the good records, name the bad ones."""
+    top = _RAW_FILE_DECODER.decode(raw)
+    if "Records" not in top:
+        raise ValueError("not a CloudTrail log file: no Records list (nor lookup-events Events list)")
+    try:
+        records = _RAW_LIST_DECODER.decode(top["Records"])
+    except msgspec.ValidationError:
+        raise ValueError("Records is not a list") from None
+    events = []
+    for index, record in enumerate(records):
+        try:
+            events.append(_EVENT_DECODER.decode(record))
+        except msgspec.ValidationError as exc:
+            _bad_record(out, origin, f"Records[{index}]", exc)
+    return events
+
+
+def _decode_lines(raw: bytes, origin: str, out: Partial) -> list[Event]:
+    events = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            fields = _LINE_DECODER.decode(line)
+            if "CloudTrailEvent" in fields:
+                events.append(_EVENT_DECODER.decode(msgspec.json.decode(fields["CloudTrailEvent"], type=str)))
+            else:
+                events.append(_EVENT_DECODER.decode(line))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            _bad_record(out, origin, f"line {number}", exc)
+    return events
+
+
+def decode_file(raw: bytes, origin: str, out: Partial) -> list[Event]:
+    """Events of one log file in any supported form; raises ValueError for an unreadable file."""
+    head = raw.lstrip()[:1]
+    if head == b"[":
+        try:
+            return list(msgspec.json.decode(raw, type=list[Event]))
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"invalid JSON ({exc})") from None
+        except msgspec.ValidationError:
+            return _lookup_events(msgspec.json.decode(raw, type=list[_LookupEvent]), origin, out)
+    if head != b"{":
+        raise ValueError("not JSON: expected a CloudTrail log object or newline-delimited events")
+    try:
+        parsed = _LOG_DECODER.decode(raw)
+    except msgspec.ValidationError:
+        return _decode_records_one_by_one(raw, origin, out)
+    except msgspec.DecodeError as exc:
+        if b"\n{" in raw:  # newline-delimited export
+            return _decode_lines(raw, origin, out)
+        raise ValueError(f"invalid JSON ({exc})") from None
+    if parsed.Records is not None:
+        return parsed.Records
+    if parsed.Events is not None:
+        return _lookup_events(parsed.Events, origin, out)
+    # A single-line NDJSON file holds one event object.
+    event = _EVENT_DECODER.decode(raw)
+    if not event.eventSource:
+        raise ValueError("not a CloudTrail log file: no Records list (nor lookup-events Events list)")
+    return [event]
+
+
+# ----------------------------------------------------------------------------- folding
+
+_ISO_FAST = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+def normalize_time(value: str) -> str | None:
+    """CloudTrail's "YYYY-MM-DDTHH:MM:SSZ"; other ISO forms (Lake exports) are converted."""
+    if _ISO_FAST.match(value):
+        return value
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def identity_of(event: Event) -> str | None:
+    """The IAM identity whose permissions authorized the call: the role for assumed-role sessions."""
+    user = event.userIdentity
+    if user is None:
+        return None
+    if user.sessionContext is not None and user.sessionContext.sessionIssuer is not None:
+        issuer = user.sessionContext.sessionIssuer.arn
+        if issuer:
+            return issuer
+    if user.type == "Root" and user.accountId:
+        return f"arn:aws:iam::{user.accountId}:root"
+    return user.arn
+
+
+_ARN_PLACEHOLDER = re.compile(r"\$\{([A-Za-z]+)\}")
+
+
+def _arn_regex(template: str) -> str:
+    out, last = [], 0
+    for match in _ARN_PLACEHOLDER.finditer(template):
+        out.append(re.escape(template[last : match.start()]))
+        name = match.group(1)
+        out.append(
+            {"Partition": r"aws[a-z-]*", "Region": r"[a-z0-9-]*", "Account": r"(?:\d{12}|aws|)"}.get(name, r".+")
+        )
+        last = match.end()
+    out.append(re.escape(template[last:]))
+    return "".join(out)
+
+
+class _Context:
+    """Per-process state: the event mapper and per-action ARN matchers (built once per worker)."""
+
+    def __init__(self, options: TrailOptions) -> None:
+        self.options = options
+        self.mapper = EventActionMapper.from_rule_dirs(options.rule_dirs, aws_catalog())
+        self.arn_formats = aws_resource_arn_formats()
+        self.narrowing = NarrowingRules.load(options.rule_dirs)
+        self._arn_matchers: dict[str, Callable[[str], Any] | None] = {}
+
+    def arn_matcher(self, action: str) -> Callable[[str], Any] | None:
+        if action not in self._arn_matchers:
+            templates = self.arn_formats.get(action) or []
+            self._arn_matchers[action] = (
+                re.compile("|".join(f"(?:{_arn_regex(t)})" for t in templates)).fullmatch if templates else None
+            )
+        return self._arn_matchers[action]
+
+
+_CONTEXT: _Context | None = None
+
+
+def _init_worker(options: TrailOptions) -> None:
+    global _CONTEXT
+    if _CONTEXT is None or _CONTEXT.options != options:
+        _CONTEXT = _Context(options)
+
+
+def _fold(events: list[Event], ctx: _Context, out: Partial) -> None:
+    opts = ctx.options
+    start, end, keep = opts.start, opts.end, opts.identities
+    mapper = ctx.mapper
+    usage, unmapped, skipped = out.usage, out.unmapped, out.skipped
+    for event in events:
+        out.events_read += 1
+        when = event.eventTime
+        if len(when) != 20 or when[-1] != "Z":
+            when = normalize_time(when) or ""
+            if not when:
+                skipped["unreadable eventTime"] = skipped.get("unreadable eventTime", 0) + 1
+                continue
+        account = event.recipientAccountId or (event.userIdentity.accountId if event.userIdentity else None) or "?"
+        if when > out.newest:
+            out.newest = when
+        if when < out.first.get(account, "~"):
+            out.first[account] = when
+        if when > out.last.get(account, ""):
+            out.last[account] = when
+        out.days.setdefault(account, set()).add(when[:10])
+        if when < start or when > end:
+            continue
+        out.events_in_window += 1
+        if event.eventType is not None and event.eventType not in COUNTED_EVENT_TYPES:
+            skipped[f"{event.eventType} (not a call by the identity)"] = (
+                skipped.get(f"{event.eventType} (not a call by the identity)", 0) + 1
+            )
+            continue
+        identity = identity_of(event)
+        if identity is None:
+            skipped["no userIdentity"] = skipped.get("no userIdentity", 0) + 1
+            continue
+        if keep is not None and identity not in keep:
+            continue
+        identity_account = identity.split(":")[4] if identity.count(":") >= 5 else account
+        source, name = event.eventSource, event.eventName
+        if mapper.needs_request(source, name):
+            mapping = mapper.map_with_request(source, name, _request(event))
+        else:
+            mapping = mapper.map(source, name)
+        if mapping.status != "mapped":
+            if mapping.status == "unmapped":
+                key = (identity_account, identity, f"{source}:{name}", mapping.reason)
+                unmapped[key] = unmapped.get(key, 0) + 1
+            continue
+        outcome = "denied" if mapper.is_denied_error(event.errorCode) else "used"
+        evidence = "cloudtrail-console" if str(event.sessionCredentialFromConsole).lower() == "true" else "cloudtrail"
+        arns = [r.ARN for r in event.resources or () if r.ARN]
+        for action in mapping.actions:
+            _count(usage, (identity_account, identity, action, outcome, evidence), when, _matching(ctx, action, arns))
+        if outcome == "used" and event.readOnly is not True and len(event.requestParameters) > 4:
+            for role in mapper.passed_roles(_request(event), source, name):
+                _count(usage, (identity_account, identity, "iam:PassRole", "used", "implied"), when, [role])
+
+
+def _matching(ctx: _Context, action: str, arns: list[str]) -> list[str]:
+    if not arns:
+        return arns
+    matcher = ctx.arn_matcher(action)
+    return [ctx.narrowing.apply(a) for a in arns if matcher(a)] if matcher else []
+
+
+def _request(event: Event) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(bytes(event.requestParameters))
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _count(usage: dict, key: tuple[str, str, str, str, str], when: str, arns: list[str]) -> None:
+    entry = usage.get(key)
+    if entry is None:
+        usage[key] = [1, when, when, set(arns) if arns else set(), bool(arns)]
+        return
+    entry[0] += 1
+    if when < entry[1]:
+        entry[1] = when
+    elif when > entry[2]:
+        entry[2] = when
+    if not arns:
+        entry[4] = False
+    elif entry[3] is not None:
+        entry[3].update(arns)
+        if len(entry[3]) > MAX_RESOURCES:
+            entry[3] = None
+
+
+def read_file(path: Path) -> Partial:
+    """Fold one log file into a Partial; an unreadable file becomes a gap, never an exception."""
+    assert _CONTEXT is not None, "worker not initialised"
+    out = Partial()
+    origin = str(path)
+    try:
+        raw = path.read_bytes()
+        if path.name.endswith(".gz"):
+            raw = gunzip(raw, path)
+        events = decode_file(raw, origin, out)
+    except InputError as exc:
+        out.gaps.append({"scope": origin, "reason": f"file skipped: {exc}", "severity": "error", "count": 1})
+        out.skipped["unreadable file"] = 1
+        return out
+    except (OSError, ValueError, msgspec.DecodeError) as exc:
+        out.gaps.append({"scope": origin, "reason": f"file skipped: {exc}", "severity": "error", "count": 1})
+        out.skipped["unreadable file"] = 1
+        return out
+    out.files_read = 1
+    _fold(events, _CONTEXT, out)
+    return out
+
+
+def _read_batch(paths: list[Path]) -> Partial:
+    total = Partial()
+    for path in paths:
+        total.merge(read_file(path))
+    return total
+
+
+def scan(
+    files: Sequence[Path],
+    options: TrailOptions,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Partial:
+    """Fold all ``files``; in parallel processes when there are enough files to pay for them."""
+    workers = workers or os.cpu_count() or 1
+    total = Partial()
+    batches = [list(files[i : i + 32]) for i in range(0, len(files), 32)]
+    done = 0
+    if workers <= 1 or len(files) < 64:
+        _init_worker(options)
+        for batch in batches:
+            total.merge(_read_batch(batch))
+            done += len(batch)
+            if progress:
+                progress(done, len(files))
+        return total
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(options,)) as pool:
+        for batch, partial in zip(batches, pool.map(_read_batch, batches), strict=True):
+            total.merge(partial)
+            done += len(batch)
+            if progress:
+                progress(done, len(files))
+    return total
+
+
+def newest_event_time(files: Sequence[Path], options: TrailOptions, workers: int | None = None) -> str:
+    """Newest eventTime, reading only each region's newest day folder when the AWS layout allows.
+
+    Files are delivered into the folder of their delivery day, after the events they hold, so the
+    newest events are in the newest folders; other files (exports) are all read.
+    """
+    newest_day: dict[Path, str] = {}
+    undated: list[Path] = []
+    for path in files:
+        parts = path.parts
+        if len(parts) >= 5 and all(p.isdigit() for p in parts[-4:-1]):
+            region_dir = Path(*parts[:-4])
+            day = "/".join(parts[-4:-1])
+            if day > newest_day.get(region_dir, ""):
+                newest_day[region_dir] = day
+        else:
+            undated.append(path)
+    picked = [p for p in files if len(p.parts) >= 5 and newest_day.get(Path(*p.parts[:-4])) == "/".join(p.parts[-4:-1])]
+    probe = TrailOptions(start="", end="~", identities=frozenset(), rule_dirs=options.rule_dirs)
+    return scan(picked + undated, probe, workers).newest
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def window_bounds(newest: str, until: datetime | None, days: int) -> tuple[str, str]:
+    end = until if until is not None else datetime.strptime(newest, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return iso(end - timedelta(days=days)), iso(end)

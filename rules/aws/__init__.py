@@ -1,0 +1,1 @@
+"""Data package: AWS-specific rule files (event mapping, observability)."""

@@ -1,0 +1,124 @@
+"""Parsing authorization-details exports: both document encodings, groups, versions, boundaries."""
+
+import json
+import urllib.parse
+
+import pytest
+from auditor.connectors.aws_iam import AuthorizationDetails, PolicyError, statements
+from builders import ACCOUNT, allow, auth_details, deny, managed_policy, policy, role
+
+from auditor.errors import InputError
+from auditor.selection import AgentSelector
+
+
+def frames(data, selector=None):
+    selector = selector or AgentSelector()
+    details = AuthorizationDetails(data, "auth.json")
+    return details.frames(selector)
+
+
+def test_url_encoded_documents_parse_like_decoded_ones():
+    doc = policy(allow(["s3:GetObject"], "arn:aws:s3:::b/*"), deny("s3:DeleteObject"))
+    plain = list(statements(doc))
+    encoded = list(statements(urllib.parse.quote(json.dumps(doc))))
+    assert plain == encoded
+    assert plain[0]["resources"] == ["arn:aws:s3:::b/*"] and plain[1]["effect"] == "Deny"
+
+
+def test_single_statement_object_and_string_action():
+    doc = {"Version": "2012-10-17", "Statement": {"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}}
+    (only,) = statements(doc)
+    assert only["not_action"] and only["actions"] == ["iam:*"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"Statement": [{"Effect": "Permit", "Action": "*", "Resource": "*"}]},
+        {"Statement": [{"Effect": "Allow", "Resource": "*"}]},
+        {"Statement": [{"Effect": "Allow", "Action": 3, "Resource": "*"}]},
+        "not json at all",
+    ],
+)
+def test_invalid_documents_raise_policy_error(bad):
+    with pytest.raises(PolicyError):
+        list(statements(bad))
+
+
+def test_default_version_is_used_not_older_ones():
+    broad = managed_policy("P", policy(allow("*")))
+    broad["PolicyVersionList"] = [
+        {"Document": policy(allow("*")), "VersionId": "v1", "IsDefaultVersion": False},
+        {"Document": policy(allow("s3:GetObject")), "VersionId": "v2", "IsDefaultVersion": True},
+    ]
+    broad["DefaultVersionId"] = "v2"
+    _, grants, gaps = frames(auth_details([role("bot", managed=[broad["Arn"]])], [broad]))
+    assert grants["actions"].to_list() == [["s3:GetObject"]]
+    assert gaps.is_empty()
+
+
+def test_users_inherit_group_policies_and_boundaries_are_a_separate_layer():
+    boundary = managed_policy("B", policy(allow("s3:*")))
+    user = {
+        "Path": "/",
+        "UserName": "u",
+        "UserId": "AIDAX",
+        "Arn": f"arn:aws:iam::{ACCOUNT}:user/u",
+        "CreateDate": "2025-01-01T00:00:00Z",
+        "UserPolicyList": [],
+        "GroupList": ["g"],
+        "AttachedManagedPolicies": [],
+        "Tags": [{"Key": "agent", "Value": "yes"}],
+        "PermissionsBoundary": {"PermissionsBoundaryType": "Policy", "PermissionsBoundaryArn": boundary["Arn"]},
+    }
+    group = {
+        "Path": "/",
+        "GroupName": "g",
+        "GroupId": "AGPAX",
+        "Arn": f"arn:aws:iam::{ACCOUNT}:group/g",
+        "GroupPolicyList": [{"PolicyName": "gp", "PolicyDocument": policy(allow("ecr:*"))}],
+        "AttachedManagedPolicies": [],
+    }
+    identities, grants, _ = frames(auth_details([], [boundary], users=[user], groups=[group]))
+    assert identities["is_agent"].to_list() == [True]
+    kinds = dict(zip(grants["source_kind"], grants["layer"], strict=True))
+    assert kinds == {"group-inline": "identity", "boundary": "boundary"}
+
+
+def test_missing_managed_policy_is_a_gap_not_a_crash():
+    arn = f"arn:aws:iam::{ACCOUNT}:policy/Gone"
+    _, grants, gaps = frames(auth_details([role("bot", managed=[arn])]))
+    assert grants.is_empty()
+    assert gaps.height == 1 and "not in the export" in gaps["reason"][0]
+
+
+def test_service_linked_roles_are_never_agents():
+    slr = role("AWSServiceRoleForSupport", path="/aws-service-role/support.amazonaws.com/")
+    identities, _, _ = frames(auth_details([slr]), AgentSelector(everyone=True))
+    assert identities["is_agent"].to_list() == [False]
+
+
+def test_selection_by_tag_glob_and_list(tmp_path):
+    roles = [
+        role("tagged"),
+        role("support-bot-2", tags={}),
+        role("listed", tags={}),
+        role("other", tags={}),
+        role("off", tags={"agent": "false"}),
+    ]
+    names = tmp_path / "agents.txt"
+    names.write_text("# agents\nlisted\n")
+    selector = AgentSelector.from_options("agent", ["support-*"], names, everyone=False)
+    identities, _, _ = frames(auth_details(roles), selector)
+    chosen = dict(zip(identities["name"], identities["is_agent"], strict=True))
+    assert chosen == {"tagged": True, "support-bot-2": True, "listed": True, "other": False, "off": False}
+
+
+def test_not_an_export_is_one_clear_error(tmp_path):
+    path = tmp_path / "auth.json"
+    path.write_text(json.dumps({"Roles": []}))
+    with pytest.raises(InputError, match="not an authorization-details export"):
+        AuthorizationDetails.from_file(path)
+    path.write_text("{broken")
+    with pytest.raises(InputError, match="invalid JSON"):
+        AuthorizationDetails.from_file(path)

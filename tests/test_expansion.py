@@ -1,0 +1,88 @@
+"""Grant expansion against known catalog facts: wildcards, NotAction, Deny, boundaries, conditions."""
+
+from auditor.catalog import aws_catalog
+from auditor.diff import Statement, effective_grants
+
+
+def stmt(actions, effect="Allow", layer="identity", not_action=False, resources=("*",), condition=None, source="p"):
+    return Statement(
+        f"{source}#{actions}",
+        layer,
+        effect,
+        tuple(actions),
+        not_action,
+        tuple(resources),
+        False,
+        condition,
+        source,
+        "inline",
+    )
+
+
+def effective(*statements):
+    granted, by_deny, by_boundary, _ = effective_grants(list(statements), aws_catalog())
+    return set(granted), by_deny, by_boundary
+
+
+def test_service_prefix_wildcard_matches_only_that_prefix():
+    granted, _, _ = effective(stmt(["s3:Get*"]))
+    assert {"s3:GetObject", "s3:GetBucketPolicy", "s3:GetObjectVersion"} <= granted
+    assert "s3:PutObject" not in granted
+    assert all(a.startswith("s3:Get") for a in granted)
+
+
+def test_matching_is_case_insensitive_and_returns_catalog_spelling():
+    granted, _, _ = effective(stmt(["S3:getobject", "DYNAMODB:query"]))
+    assert granted == {"s3:GetObject", "dynamodb:Query"}
+
+
+def test_star_is_the_whole_catalog():
+    granted, _, _ = effective(stmt(["*"]))
+    assert granted == set(aws_catalog().access_levels)
+
+
+def test_not_action_grants_everything_else():
+    granted, _, _ = effective(stmt(["iam:*", "organizations:*"], not_action=True))
+    assert "iam:PassRole" not in granted and "organizations:LeaveOrganization" not in granted
+    assert {"s3:GetObject", "ec2:TerminateInstances"} <= granted
+    assert len(granted) == len(aws_catalog()) - len(aws_catalog().expand(["iam:*", "organizations:*"]))
+
+
+def test_question_mark_matches_one_character():
+    granted, _, _ = effective(stmt(["s3:?etObject"]))
+    assert granted == {"s3:GetObject"}
+
+
+def test_unconditional_deny_removes_and_is_recorded():
+    granted, by_deny, _ = effective(stmt(["s3:*"]), stmt(["s3:Delete*"], effect="Deny", source="deny-policy"))
+    assert "s3:DeleteBucket" not in granted and "s3:DeleteObject" not in granted
+    assert by_deny["s3:DeleteBucket"] == "deny-policy"
+    assert "s3:GetObject" in granted
+
+
+def test_deny_with_condition_or_narrow_resource_does_not_remove():
+    granted, by_deny, _ = effective(
+        stmt(["s3:*"]),
+        stmt(["s3:DeleteBucket"], effect="Deny", condition='{"Bool": {"aws:MultiFactorAuthPresent": "false"}}'),
+        stmt(["s3:DeleteObject"], effect="Deny", resources=("arn:aws:s3:::vault/*",)),
+    )
+    assert {"s3:DeleteBucket", "s3:DeleteObject"} <= granted
+    assert not by_deny
+
+
+def test_boundary_caps_the_grant():
+    granted, _, by_boundary = effective(
+        stmt(["*"]), stmt(["s3:Get*", "s3:List*", "athena:*"], layer="boundary", source="boundary")
+    )
+    assert granted == aws_catalog().expand(["s3:Get*", "s3:List*", "athena:*"])
+    assert "iam:CreateUser" in by_boundary
+
+
+def test_boundary_alone_grants_nothing():
+    granted, _, _ = effective(stmt(["*"], layer="boundary"))
+    assert granted == set()
+
+
+def test_unknown_exact_action_is_kept_as_written():
+    granted, _, _ = effective(stmt(["newservice:BrandNewAction"]))
+    assert granted == {"newservice:BrandNewAction"}
