@@ -28,11 +28,13 @@ def service_of(provider: str, action: str) -> str:
 @dataclass(frozen=True)
 class Catalog:
     """Concrete permissions of one provider with their access level (``List``, ``Read``, ``Write``,
-    ``Permissions management``, ``Tagging``; empty when the source does not say)."""
+    ``Permissions management``, ``Tagging``; empty when the source does not say), and the provider's
+    named bundles of them where the source has some (GCP roles: name -> permissions)."""
 
     provider: str
     access_levels: Mapping[str, str]
     version: str
+    roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     _by_lower: dict[str, str] = field(init=False, repr=False, compare=False)
     _by_service: dict[str, list[str]] = field(init=False, repr=False, compare=False)
     _expand_cache: dict[tuple[tuple[str, ...], bool], frozenset[str]] = field(init=False, repr=False, compare=False)
@@ -48,6 +50,15 @@ class Catalog:
 
     def __len__(self) -> int:
         return len(self.access_levels)
+
+    def merged(self, other: Catalog) -> Catalog:
+        """One catalog holding both (two snapshots of the same provider, e.g. two GCP projects)."""
+        if other is self:
+            return self
+        versions = self.version if other.version == self.version else f"{self.version}; {other.version}"
+        return Catalog(
+            self.provider, {**self.access_levels, **other.access_levels}, versions, {**self.roles, **other.roles}
+        )
 
     def canonical(self, name: str) -> str | None:
         """The catalog's spelling of ``name`` (matching is case-insensitive), or None if unknown."""

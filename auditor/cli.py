@@ -13,7 +13,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from auditor import __version__
@@ -22,7 +21,7 @@ from auditor.connectors.aws_files import AwsFiles
 from auditor.connectors.base import AuditRequest, Connector, Progress, no_progress
 from auditor.emit.report_md import terminal_summary
 from auditor.emit.write import write_outputs
-from auditor.errors import EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_OK, AuditorError, InputError
+from auditor.errors import EXIT_BAD_INPUT, EXIT_FINDINGS, AuditorError, InputError
 from auditor.ruleset import load_rules
 from auditor.selection import AgentSelector
 
@@ -136,13 +135,14 @@ def audit(
     ] = False,
     workers: Annotated[int | None, typer.Option(min=1, help="Parallel log readers (default: CPU count).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary table on stdout.")] = False,
-) -> int:
+) -> None:
     """Audit agent identities: findings, least-privilege policies, blocklist and report in --out."""
+    window_end = _until(until)
     connectors = _aws_connectors(aws_dir, aws_auth, cloudtrail, event_selectors, data_events)
     ruleset = load_rules(rules)
     request = AuditRequest(
         days=days,
-        until=_until(until),
+        until=window_end,
         selector=AgentSelector.from_options(agent_tag, agent, agents_file, all_identities),
         rule_dirs=ruleset.dirs,
         workers=workers,
@@ -155,7 +155,6 @@ def audit(
     if fail_on is not FailOn.none and not result.findings_at_or_above(fail_on.value).is_empty():
         typer.echo(f"auditor: findings at or above {fail_on.value}: failing (--fail-on {fail_on.value})", err=True)
         raise typer.Exit(EXIT_FINDINGS)
-    return EXIT_OK
 
 
 @app.command("rules")
@@ -180,16 +179,16 @@ def version() -> None:
 
 
 def main() -> None:
-    """Entry point: one line on stderr for every error, never a traceback (AUDITOR_DEBUG=1 shows it)."""
+    """Entry point: one line on stderr for every error, never a traceback (AUDITOR_DEBUG=1 shows it).
+
+    Usage errors are Typer's own (exit 2); SystemExit from Typer passes through untouched.
+    """
     try:
-        code = app(standalone_mode=False)
+        app()
     except AuditorError as exc:
         typer.echo(f"auditor: error: {exc.one_line()}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(EXIT_BAD_INPUT)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         typer.echo("auditor: interrupted; no output was changed", err=True)
         sys.exit(130)
     except Exception as exc:  # a bug: still one line, with a way to see more
@@ -199,4 +198,3 @@ def main() -> None:
             f"auditor: internal error: {type(exc).__name__}: {exc} (rerun with AUDITOR_DEBUG=1 for details)", err=True
         )
         sys.exit(3)
-    sys.exit(code if isinstance(code, int) else EXIT_OK)

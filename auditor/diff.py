@@ -16,13 +16,12 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import polars as pl
 
 from auditor.catalog import Catalog, service_of
-from auditor.matching import any_glob_regex, has_wildcard
+from auditor.matching import has_wildcard
 from auditor.model import UTC_TIME, AuditInput
 from auditor.ruleset import RuleSet
 
@@ -75,7 +74,11 @@ class Statement:
 
     @property
     def is_admin(self) -> bool:
-        return self.effect == "Allow" and "*" in self.resources and (self.not_action or "*" in self.actions)
+        """AWS ``Action: "*"`` (or NotAction) on ``Resource: "*"``; a binding of a basic role that
+        grants nearly everything (GCP roles/owner, roles/editor: ``source_kind`` admin-role)."""
+        if self.effect != "Allow":
+            return False
+        return self.source_kind == "admin-role" or ("*" in self.resources and (self.not_action or "*" in self.actions))
 
 
 @dataclass
@@ -163,54 +166,50 @@ def effective_grants(
     return dict(allowed), removed_by_deny, removed_by_boundary, sorted({s.source for s in boundary})
 
 
-class _UsageIndex:
-    """Usage rows of one identity folded per action."""
-
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self.by_action: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            entry = self.by_action.setdefault(
-                row["action"],
-                {
-                    "calls": 0,
-                    "denied": 0,
-                    "first": None,
-                    "last": None,
-                    "evidence": set(),
-                    "resources": set(),
-                    "narrowable": True,
-                },
-            )
-            if row["outcome"] == "denied":
-                entry["denied"] += row["calls"]
-            else:
-                entry["calls"] += row["calls"]
-                entry["evidence"].add(row["evidence"])
-                entry["resources"].update(row["resources"] or ())
-                entry["narrowable"] = entry["narrowable"] and bool(row["all_with_resource"])
-            entry["first"] = _min_time(entry["first"], row["first_seen"])
-            entry["last"] = _max_time(entry["last"], row["last_seen"])
+def _usage_per_action(usage: pl.DataFrame) -> pl.DataFrame:
+    """Usage rows folded to one row per (provider, identity, action)."""
+    used = pl.col("outcome") == "used"
+    return usage.group_by(["provider", "identity", "action"]).agg(
+        pl.col("calls").filter(used).sum().cast(pl.UInt64).alias("calls"),
+        pl.col("calls").filter(~used).sum().cast(pl.UInt64).alias("denied_calls"),
+        pl.col("first_seen").min(),
+        pl.col("last_seen").max(),
+        pl.col("evidence").filter(used).unique().sort().alias("evidence"),
+        pl.col("resources")
+        .filter(used)
+        .list.explode(keep_nulls=False, empty_as_null=False)
+        .unique()
+        .sort()
+        .alias("resources_seen"),
+        pl.col("all_with_resource").filter(used).all().alias("complete"),
+    )
 
 
-def _min_time(a: datetime | None, b: datetime | None) -> datetime | None:
-    return b if a is None else a if b is None else min(a, b)
-
-
-def _max_time(a: datetime | None, b: datetime | None) -> datetime | None:
-    return b if a is None else a if b is None else max(a, b)
-
-
-class _Observability:
-    """Which permissions of one identity the evidence cannot show, and why."""
-
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self.rules = [(any_glob_regex(r["actions"]), r["reason"]) for r in rows if r["actions"]]
-
-    def reason(self, action: str) -> str | None:
-        for regex, reason in self.rules:
-            if regex.fullmatch(action):
-                return reason
-        return None
+def _observability_reasons(data: AuditInput, wanted: pl.DataFrame) -> pl.DataFrame:
+    """(provider, account, identity, action, unobservable_reason) for the permissions in ``wanted``
+    the evidence cannot show. The first matching row wins; account-wide rows (identity null) apply
+    to every identity of the account."""
+    rows: list[tuple[str, str, str | None, str, str]] = []
+    for provider, account, identity, actions, reason in data.observability.iter_rows():
+        if actions:
+            expanded = data.catalogs[provider].expand(actions) if provider in data.catalogs else frozenset(actions)
+            rows += [(provider, account, identity, action, reason) for action in expanded]
+    schema = {
+        "provider": pl.Utf8,
+        "account": pl.Utf8,
+        "identity": pl.Utf8,
+        "action": pl.Utf8,
+        "unobservable_reason": pl.Utf8,
+    }
+    reasons = pl.DataFrame(rows, schema=schema, orient="row").with_row_index("order")
+    specific = wanted.join(
+        reasons.filter(pl.col("identity").is_not_null()), on=["provider", "account", "identity", "action"], how="inner"
+    )
+    general = wanted.join(
+        reasons.filter(pl.col("identity").is_null()).drop("identity"), on=["provider", "account", "action"], how="inner"
+    )
+    both = pl.concat([specific.select(general.columns), general])
+    return both.sort("order").unique(["provider", "account", "identity", "action"], keep="first").drop("order")
 
 
 def _grouped(df: pl.DataFrame, keys: list[str]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
@@ -220,116 +219,178 @@ def _grouped(df: pl.DataFrame, keys: list[str]) -> dict[tuple[str, ...], list[di
     return grouped
 
 
-def diff(data: AuditInput, rules: RuleSet) -> DiffResult:
-    """Run the engine over every agent identity in ``data``."""
-    agents = data.identities.filter(pl.col("is_agent"))
-    keys = ["provider", "identity"]
-    agent_keys = set(zip(agents["provider"], agents["identity"], strict=True))
-    grants = _grouped(
-        data.grants.filter(pl.struct(keys).is_in([dict(zip(keys, k, strict=True)) for k in agent_keys])), keys
-    )
-    usage = _grouped(data.usage, keys)
-    unmapped_ids = set(zip(data.unmapped["provider"], data.unmapped["identity"], strict=True))
-    observability = _grouped(data.observability, ["provider", "account"])
-    rows: list[dict[str, Any]] = []
-    audits: list[IdentityAudit] = []
-    for ident in agents.sort(["provider", "account", "name"]).iter_rows(named=True):
-        provider, identity = ident["provider"], ident["identity"]
-        catalog = data.catalogs[provider]
-        statements = _statements(grants.get((provider, identity), []))
-        effective, by_deny, by_boundary, boundary_sources = effective_grants(statements, catalog)
-        used = _UsageIndex(usage.get((provider, identity), []))
-        observable = _Observability(
-            [r for r in observability.get((provider, ident["account"]), []) if r["identity"] in (None, identity)]
-        )
-        audit = IdentityAudit(
-            provider,
-            ident["account"],
-            identity,
-            ident["name"],
-            statements,
-            effective,
-            by_deny,
-            by_boundary,
-            boundary_sources,
-            any_activity=bool(used.by_action) or (provider, identity) in unmapped_ids,
-        )
-        audits.append(audit)
-        rows += _permission_rows(audit, used, observable, catalog, rules)
-    return DiffResult(
-        pl.DataFrame(rows, schema=PERMISSIONS, orient="row") if rows else pl.DataFrame(schema=PERMISSIONS), audits
-    )
-
-
-def _state(granted: bool, use: dict[str, Any] | None, unobservable: str | None) -> str:
-    if use is not None and use["calls"]:
-        return "used"
-    if use is not None and use["denied"]:
-        return "denied"
-    return "unobservable" if unobservable and granted else "unused"
-
-
-def _note(audit: IdentityAudit, action: str, grant: Grant | None, use: dict[str, Any] | None) -> str | None:
-    if grant is None:
-        if action in audit.removed_by_deny:
-            return f"explicitly denied by {audit.removed_by_deny[action]}"
-        if action in audit.removed_by_boundary:
-            return f"outside permissions boundary {', '.join(audit.boundary_sources)}"
-        if use is not None and use["calls"]:
-            return "used but not granted by an identity policy (resource policy or session grant?)"
-        return "not granted"
+def _granted_note(grant: Grant) -> str | None:
     notes = []
-    conditions = sorted({s.condition for s in grant.statements if s.condition})
-    if conditions and all(s.condition for s in grant.statements):
-        notes.append("granted only under condition " + "; ".join(conditions))
+    if all(s.condition for s in grant.statements):
+        notes.append("granted only under condition " + "; ".join(sorted({s.condition or "" for s in grant.statements})))
     if grant.partial_denies:
         notes.append("partly denied by " + ", ".join(sorted({s.source for s in grant.partial_denies})))
     return "; ".join(notes) or None
 
 
-def _permission_rows(
-    audit: IdentityAudit,
-    used: _UsageIndex,
-    observable: _Observability,
-    catalog: Catalog,
-    rules: RuleSet,
-) -> list[dict[str, Any]]:
+def _ungranted_note(audit: IdentityAudit, action: str, calls: int) -> str:
+    if action in audit.removed_by_deny:
+        return f"explicitly denied by {audit.removed_by_deny[action]}"
+    if action in audit.removed_by_boundary:
+        return f"outside permissions boundary {', '.join(audit.boundary_sources)}"
+    if calls:
+        return "used but not granted by an identity policy (resource policy or session grant?)"
+    return "not granted"
+
+
+def _granted_frame(audits: list[IdentityAudit]) -> pl.DataFrame:
+    columns: dict[str, list[Any]] = {
+        k: [] for k in ("provider", "account", "identity", "name", "action", "grant_sources", "note")
+    }
+    for audit in audits:
+        for action, grant in audit.effective.items():
+            columns["provider"].append(audit.provider)
+            columns["account"].append(audit.account)
+            columns["identity"].append(audit.identity)
+            columns["name"].append(audit.name)
+            columns["action"].append(action)
+            columns["grant_sources"].append(sorted({s.source for s in grant.statements}))
+            columns["note"].append(
+                _granted_note(grant) if grant.partial_denies or grant.statements[0].condition else None
+            )
+    schema = {
+        "provider": pl.Utf8,
+        "account": pl.Utf8,
+        "identity": pl.Utf8,
+        "name": pl.Utf8,
+        "action": pl.Utf8,
+        "grant_sources": pl.List(pl.Utf8),
+        "note": pl.Utf8,
+    }
+    return pl.DataFrame(columns, schema=schema).with_columns(pl.lit(True).alias("granted"))
+
+
+def _classification_frame(data: AuditInput, rules: RuleSet, keys: pl.DataFrame) -> pl.DataFrame:
     rows = []
-    for action in sorted(set(audit.effective) | set(used.by_action)):
-        grant = audit.effective.get(action)
-        use = used.by_action.get(action)
-        unobservable = observable.reason(action)
-        state = _state(grant is not None, use, unobservable)
-        cls = rules.classify(audit.provider, action, catalog)
+    for provider, action in keys.unique().iter_rows():
+        catalog = data.catalogs[provider]
+        cls = rules.classify(provider, action, catalog)
         rows.append(
             (
-                audit.provider,
-                audit.account,
-                audit.identity,
-                audit.name,
+                provider,
                 action,
-                service_of(audit.provider, action),
+                service_of(provider, action),
                 catalog.access_level(action),
-                grant is not None,
-                state,
-                use["calls"] if use else 0,
-                use["denied"] if use else 0,
-                use["first"] if use else None,
-                use["last"] if use else None,
-                sorted(use["evidence"]) if use else [],
-                sorted(use["resources"]) if use else [],
-                bool(use and use["calls"] and use["narrowable"] and use["resources"]),
-                sorted({s.source for s in grant.statements}) if grant else [],
-                unobservable if state == "unobservable" else None,
                 cls is not None,
                 cls.rule if cls else None,
                 cls.category if cls else None,
                 cls.severity if cls else None,
                 cls.reason if cls else None,
-                _note(audit, action, grant, use),
             )
         )
-    return rows
+    schema = {
+        "provider": pl.Utf8,
+        "action": pl.Utf8,
+        "service": pl.Utf8,
+        "access_level": pl.Utf8,
+        "destructive": pl.Boolean,
+        "destructive_rule": pl.Utf8,
+        "destructive_category": pl.Utf8,
+        "destructive_severity": pl.Utf8,
+        "destructive_reason": pl.Utf8,
+    }
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def permission_table(data: AuditInput, rules: RuleSet, audits: list[IdentityAudit]) -> pl.DataFrame:
+    """One row per (identity, permission) granted or seen, with its evidence state."""
+    keys = ["provider", "identity", "action"]
+    audited = pl.DataFrame(
+        {
+            "provider": [a.provider for a in audits],
+            "identity": [a.identity for a in audits],
+            "account_": [a.account for a in audits],
+            "name_": [a.name for a in audits],
+        },
+        schema={"provider": pl.Utf8, "identity": pl.Utf8, "account_": pl.Utf8, "name_": pl.Utf8},
+    )
+    usage = _usage_per_action(data.usage).join(audited, on=["provider", "identity"], how="semi")
+    table = (
+        _granted_frame(audits)
+        .join(usage, on=keys, how="full", coalesce=True)
+        .join(audited, on=["provider", "identity"], how="left")
+        .with_columns(
+            pl.coalesce("account", "account_").alias("account"),
+            pl.coalesce("name", "name_").alias("name"),
+            pl.col("granted").fill_null(False),
+            pl.col("calls").fill_null(0),
+            pl.col("denied_calls").fill_null(0),
+            pl.col("evidence").fill_null([]),
+            pl.col("resources_seen").fill_null([]),
+            pl.col("grant_sources").fill_null([]),
+        )
+        .drop("account_", "name_")
+    )
+    table = table.join(
+        _observability_reasons(data, table.filter("granted").select("provider", "account", "identity", "action")),
+        on=["provider", "account", "identity", "action"],
+        how="left",
+    ).join(
+        _classification_frame(data, rules, table.select("provider", "action")), on=["provider", "action"], how="left"
+    )
+    table = table.with_columns(
+        pl.when(pl.col("calls") > 0)
+        .then(pl.lit("used"))
+        .when(pl.col("denied_calls") > 0)
+        .then(pl.lit("denied"))
+        .when(pl.col("unobservable_reason").is_not_null())
+        .then(pl.lit("unobservable"))
+        .otherwise(pl.lit("unused"))
+        .alias("state"),
+        ((pl.col("calls") > 0) & pl.col("complete").fill_null(False) & (pl.col("resources_seen").list.len() > 0)).alias(
+            "narrowable"
+        ),
+    )
+    table = table.with_columns(
+        pl.when(pl.col("state") == "unobservable").then("unobservable_reason").alias("unobservable_reason")
+    )
+    by_key = {(a.provider, a.identity): a for a in audits}
+    ungranted = table.filter(~pl.col("granted")).select(*keys, "calls")
+    notes = pl.DataFrame(
+        [(p, i, a, _ungranted_note(by_key[(p, i)], a, c)) for p, i, a, c in ungranted.iter_rows()],
+        schema={"provider": pl.Utf8, "identity": pl.Utf8, "action": pl.Utf8, "note_": pl.Utf8},
+        orient="row",
+    )
+    table = table.join(notes, on=keys, how="left").with_columns(pl.coalesce("note", "note_").alias("note"))
+    return table.select([pl.col(c).cast(t) for c, t in PERMISSIONS.items()]).sort(
+        ["provider", "account", "name", "action"]
+    )
+
+
+def diff(data: AuditInput, rules: RuleSet) -> DiffResult:
+    """Run the engine over every agent identity in ``data``."""
+    agents = data.identities.filter(pl.col("is_agent"))
+    grants = _grouped(
+        data.grants.join(agents.select("provider", "identity"), on=["provider", "identity"], how="semi"),
+        ["provider", "identity"],
+    )
+    active = set(zip(data.usage["provider"], data.usage["identity"], strict=True))
+    active |= set(zip(data.unmapped["provider"], data.unmapped["identity"], strict=True))
+    audits: list[IdentityAudit] = []
+    for ident in agents.sort(["provider", "account", "name"]).iter_rows(named=True):
+        provider, identity = ident["provider"], ident["identity"]
+        statements = _statements(grants.get((provider, identity), []))
+        effective, by_deny, by_boundary, boundary_sources = effective_grants(statements, data.catalogs[provider])
+        audits.append(
+            IdentityAudit(
+                provider,
+                ident["account"],
+                identity,
+                ident["name"],
+                statements,
+                effective,
+                by_deny,
+                by_boundary,
+                boundary_sources,
+                any_activity=(provider, identity) in active,
+            )
+        )
+    return DiffResult(permission_table(data, rules, audits), audits)
 
 
 def wildcard_patterns(statements: Iterable[Statement]) -> list[str]:

@@ -71,10 +71,12 @@ def _grant_findings(out: _Collector, audit: IdentityAudit, sev: dict[str, str]) 
         capped = bool(audit.boundary_sources)
         detail = f"capped by permissions boundary {', '.join(audit.boundary_sources)}" if capped else None
         sources = sorted({s.source for s in admin})
+        basic = all(s.source_kind == "admin-role" for s in admin)
         out.add(
             "admin-grant",
             _cap(sev["admin-grant"], "medium") if capped else sev["admin-grant"],
-            f"full administrator grant from {', '.join(sources)}",
+            f"{'basic role granting nearly every permission' if basic else 'full administrator grant'} "
+            f"from {', '.join(sources)}",
             [],
             detail=detail,
         )

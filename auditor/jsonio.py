@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+try:  # Intel ISA-L inflates 2-3x faster than zlib; same format, same errors
+    from isal import isal_zlib as _inflate
+except ImportError:  # pragma: no cover - isal has wheels for the usual platforms
+    _inflate = zlib  # type: ignore[assignment]
 
 from auditor.errors import InputError
 
@@ -29,8 +33,8 @@ def read_bytes(path: Path) -> bytes:
 
 def gunzip(raw: bytes, path: Path | str) -> bytes:
     try:
-        return zlib.decompress(raw, wbits=47)  # 32 + 15: gzip or zlib header, auto-detected
-    except zlib.error as exc:
+        return _inflate.decompress(raw, 47)  # 32 + 15: gzip or zlib header, auto-detected
+    except (zlib.error, _inflate.error) as exc:
         raise InputError(f"{path}: corrupt or truncated gzip ({exc})", "re-download the file") from None
 
 
@@ -41,10 +45,3 @@ def load_json(path: Path, what: str) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InputError(f"{path}: invalid JSON ({exc})", f"expected {what}") from None
-
-
-def open_text(path: Path):
-    """Open a possibly gzipped text file for streaming line reads."""
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")

@@ -50,7 +50,8 @@ GRANTS = {
     "not_resource": pl.Boolean,
     "condition": pl.Utf8,  # JSON, kept and shown, never evaluated
     "source": pl.Utf8,  # policy ARN / policy name / role binding the statement comes from
-    # aws-managed | customer-managed | inline | group-inline | group-managed | boundary | binding
+    # aws-managed | customer-managed | inline | group-inline | group-managed | boundary;
+    # binding (GCP role binding) | admin-role (binding of a basic role that grants nearly everything)
     "source_kind": pl.Utf8,
 }
 
@@ -187,7 +188,9 @@ def combine(parts: Sequence[AuditInput]) -> AuditInput:
     }
     catalogs: dict[str, Catalog] = {}
     for part in parts:
-        catalogs.update(part.catalogs)
+        for provider, catalog in part.catalogs.items():
+            known = catalogs.get(provider)
+            catalogs[provider] = catalog if known is None else known.merged(catalog)
     windows = [p.window for p in parts if p.window is not None]
     return replace(
         parts[0],

@@ -4,27 +4,52 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor.ruleset_files import layers
 
+_GROUP_REF = re.compile(r"\\(\d+)")
+
+
+def _template(replacement: str) -> tuple[int | str, ...]:
+    """``"\\1/*"`` -> ``(1, "/*")``: group references and literals, so applying needs no re.sub."""
+    parts: list[int | str] = []
+    last = 0
+    for match in _GROUP_REF.finditer(replacement):
+        if match.start() > last:
+            parts.append(replacement[last : match.start()])
+        parts.append(int(match.group(1)))
+        last = match.end()
+    if last < len(replacement):
+        parts.append(replacement[last:])
+    return tuple(parts)
+
 
 @dataclass(frozen=True)
 class NarrowingRules:
+    """How seen ARNs are generalized before narrowing (first matching rule wins)."""
+
     max_resources: int
-    generalize: tuple[tuple[re.Pattern[str], str], ...]
+    generalize: tuple[tuple[re.Pattern[str], tuple[int | str, ...]], ...]
+    _unchanged: dict[str, None] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, dirs: Sequence[Path]) -> NarrowingRules:
         max_resources, rewrites = 20, []
         for _path, doc in layers(dirs, "aws/narrowing.yaml"):
             max_resources = int(doc.get("max_resources", max_resources))
-            rewrites += [(re.compile(r["pattern"]), r["replace"]) for r in doc.get("generalize") or []]
+            rewrites += [(re.compile(r["pattern"]), _template(r["replace"])) for r in doc.get("generalize") or []]
         return cls(max_resources, tuple(rewrites))
 
     def apply(self, arn: str) -> str:
-        for pattern, replacement in self.generalize:
-            if pattern.match(arn):
-                return pattern.sub(replacement, arn)
+        if arn in self._unchanged:  # bucket and table ARNs repeat; object keys do not
+            return arn
+        for pattern, template in self.generalize:
+            match = pattern.match(arn)
+            if match:
+                return "".join(match.group(p) if isinstance(p, int) else p for p in template)
+        if len(self._unchanged) > 100_000:
+            self._unchanged.clear()
+        self._unchanged[arn] = None
         return arn

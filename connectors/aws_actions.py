@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+import orjson
 
 from auditor.catalog import Catalog
 from auditor.errors import RuleError
@@ -285,6 +286,8 @@ class EventActionMapper:
         self._cache: dict[tuple[str, str], ActionMapping] = {}
         self._ns_cache: dict[str, str | None] = {}
         self._req_cache: dict[tuple[str, str], _RequestRule | None] = {}
+        self._raw_finders: dict[str, Any] = {}
+        self._absent_cache: dict[tuple[str, str, bool], ActionMapping] = {}
 
     @classmethod
     def from_rule_dirs(cls, dirs: Sequence[Path], catalog: Catalog) -> EventActionMapper:
@@ -328,6 +331,27 @@ class EventActionMapper:
 
     def needs_request(self, event_source: str, event_name: str) -> bool:
         return self._request_rule(event_source.strip().lower(), event_name.strip()) is not None
+
+    def map_raw(self, event_source: str, event_name: str, raw_request: bytes) -> ActionMapping:
+        """``map_with_request`` from the request's raw JSON, decoding it only when the key the rule
+        looks for occurs in it (the common case, e.g. S3 calls without a versionId, stays cheap)."""
+        rule = self._request_rule(event_source.strip().lower(), event_name.strip())
+        if rule is None:
+            return self.map(event_source, event_name)
+        finder = self._raw_finders.get(rule.find)
+        if finder is None:
+            finder = self._raw_finders[rule.find] = re.compile(re.escape(rule.find.encode()), re.IGNORECASE).search
+        if raw_request in (b"", b"null") or finder(raw_request) is None:
+            key = (event_source, event_name, raw_request in (b"", b"null"))
+            hit = self._absent_cache.get(key)
+            if hit is None:
+                hit = self._absent_cache[key] = self._apply_request_rule(rule, event_name, None if key[2] else {})
+            return hit
+        try:
+            request = orjson.loads(raw_request)
+        except orjson.JSONDecodeError:
+            request = None
+        return self._apply_request_rule(rule, event_name, request if isinstance(request, dict) else None)
 
     def map_with_request(self, event_source: str, event_name: str, request: dict | None) -> ActionMapping:
         rule = self._request_rule(event_source.strip().lower(), event_name.strip())

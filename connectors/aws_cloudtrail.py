@@ -10,6 +10,7 @@ counters ever cross process boundaries, so memory does not grow with the number 
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import re
@@ -22,7 +23,7 @@ from typing import Any
 
 import msgspec
 import orjson
-from auditor.connectors.aws_actions import EventActionMapper
+from auditor.connectors.aws_actions import ActionMapping, EventActionMapper
 
 from auditor.catalog import aws_catalog, aws_resource_arn_formats
 from auditor.errors import InputError
@@ -328,12 +329,18 @@ def _arn_regex(template: str) -> str:
 class _Context:
     """Per-process state: the event mapper and per-action ARN matchers (built once per worker)."""
 
-    def __init__(self, options: TrailOptions) -> None:
+    def __init__(self, options: TrailOptions, previous: _Context | None) -> None:
         self.options = options
-        self.mapper = EventActionMapper.from_rule_dirs(options.rule_dirs, aws_catalog())
+        if previous is not None and previous.options.rule_dirs == options.rule_dirs:
+            self.mapper, self.narrowing = previous.mapper, previous.narrowing
+        else:
+            self.mapper = EventActionMapper.from_rule_dirs(options.rule_dirs, aws_catalog())
+            self.narrowing = NarrowingRules.load(options.rule_dirs)
         self.arn_formats = aws_resource_arn_formats()
-        self.narrowing = NarrowingRules.load(options.rule_dirs)
         self._arn_matchers: dict[str, Callable[[str], Any] | None] = {}
+        self.plans: dict[tuple[str, str], ActionMapping | None] = {}
+        self.arn_cache: dict[tuple[str, str], str | None] = {}
+        self.accounts: dict[str, str] = {}  # identity ARN -> its account
 
     def arn_matcher(self, action: str) -> Callable[[str], Any] | None:
         if action not in self._arn_matchers:
@@ -350,16 +357,17 @@ _CONTEXT: _Context | None = None
 def _init_worker(options: TrailOptions) -> None:
     global _CONTEXT
     if _CONTEXT is None or _CONTEXT.options != options:
-        _CONTEXT = _Context(options)
+        _CONTEXT = _Context(options, _CONTEXT)
 
 
 def _fold(events: list[Event], ctx: _Context, out: Partial) -> None:
+    """The hot loop: one pass over decoded events, counters only (see ``Partial``)."""
     opts = ctx.options
     start, end, keep = opts.start, opts.end, opts.identities
-    mapper = ctx.mapper
-    usage, unmapped, skipped = out.usage, out.unmapped, out.skipped
+    mapper, plans, arn_cache, accounts = ctx.mapper, ctx.plans, ctx.arn_cache, ctx.accounts
+    usage, unmapped, skipped, days, first, last = out.usage, out.unmapped, out.skipped, out.days, out.first, out.last
+    in_window = 0
     for event in events:
-        out.events_read += 1
         when = event.eventTime
         if len(when) != 20 or when[-1] != "Z":
             when = normalize_time(when) or ""
@@ -367,20 +375,22 @@ def _fold(events: list[Event], ctx: _Context, out: Partial) -> None:
                 skipped["unreadable eventTime"] = skipped.get("unreadable eventTime", 0) + 1
                 continue
         account = event.recipientAccountId or (event.userIdentity.accountId if event.userIdentity else None) or "?"
-        if when > out.newest:
-            out.newest = when
-        if when < out.first.get(account, "~"):
-            out.first[account] = when
-        if when > out.last.get(account, ""):
-            out.last[account] = when
-        out.days.setdefault(account, set()).add(when[:10])
+        seen = days.get(account)
+        if seen is None:
+            seen = days[account] = set()
+            first[account] = last[account] = when
+        seen.add(when[:10])
+        if when < first[account]:
+            first[account] = when
+        elif when > last[account]:
+            last[account] = when
         if when < start or when > end:
             continue
-        out.events_in_window += 1
-        if event.eventType is not None and event.eventType not in COUNTED_EVENT_TYPES:
-            skipped[f"{event.eventType} (not a call by the identity)"] = (
-                skipped.get(f"{event.eventType} (not a call by the identity)", 0) + 1
-            )
+        in_window += 1
+        kind = event.eventType
+        if kind is not None and kind not in COUNTED_EVENT_TYPES:
+            reason = f"{kind} (not a call by the identity)"
+            skipped[reason] = skipped.get(reason, 0) + 1
             continue
         identity = identity_of(event)
         if identity is None:
@@ -388,37 +398,79 @@ def _fold(events: list[Event], ctx: _Context, out: Partial) -> None:
             continue
         if keep is not None and identity not in keep:
             continue
-        identity_account = identity.split(":")[4] if identity.count(":") >= 5 else account
         source, name = event.eventSource, event.eventName
-        if mapper.needs_request(source, name):
-            mapping = mapper.map_with_request(source, name, _request(event))
-        else:
-            mapping = mapper.map(source, name)
+        mapping = plans.get((source, name))
+        if mapping is None:
+            mapping = plans[(source, name)] = None if mapper.needs_request(source, name) else mapper.map(source, name)
+        if mapping is None:  # depends on requestParameters
+            mapping = mapper.map_raw(source, name, bytes(event.requestParameters))
+        identity_account = accounts.get(identity)
+        if identity_account is None:
+            identity_account = accounts[identity] = (
+                identity.split(":", 5)[4] if identity.startswith("arn:") else account
+            )
         if mapping.status != "mapped":
             if mapping.status == "unmapped":
                 key = (identity_account, identity, f"{source}:{name}", mapping.reason)
                 unmapped[key] = unmapped.get(key, 0) + 1
             continue
-        outcome = "denied" if mapper.is_denied_error(event.errorCode) else "used"
-        evidence = "cloudtrail-console" if str(event.sessionCredentialFromConsole).lower() == "true" else "cloudtrail"
-        arns = [r.ARN for r in event.resources or () if r.ARN]
+        error = event.errorCode
+        outcome = "denied" if error is not None and mapper.is_denied_error(error) else "used"
+        console = event.sessionCredentialFromConsole
+        evidence = "cloudtrail-console" if console is True or console == "true" else "cloudtrail"
+        resources = event.resources
         for action in mapping.actions:
-            _count(usage, (identity_account, identity, action, outcome, evidence), when, _matching(ctx, action, arns))
-        if outcome == "used" and event.readOnly is not True and len(event.requestParameters) > 4:
-            for role in mapper.passed_roles(_request(event), source, name):
-                _count(usage, (identity_account, identity, "iam:PassRole", "used", "implied"), when, [role])
+            arns = _matching(ctx, arn_cache, action, resources) if resources else ()
+            key = (identity_account, identity, action, outcome, evidence)
+            entry = usage.get(key)
+            if entry is None:
+                usage[key] = [1, when, when, set(arns), bool(arns)]
+                continue
+            entry[0] += 1
+            if when < entry[1]:
+                entry[1] = when
+            elif when > entry[2]:
+                entry[2] = when
+            if not arns:
+                entry[4] = False
+            elif entry[3] is not None:
+                entry[3].update(arns)
+                if len(entry[3]) > MAX_RESOURCES:
+                    entry[3] = None
+        if outcome == "used" and event.readOnly is not True:
+            raw = bytes(event.requestParameters)
+            if b":iam::" in raw:  # a role ARN may be passed: implied iam:PassRole
+                for role in mapper.passed_roles(_request(raw), source, name):
+                    _count(usage, (identity_account, identity, "iam:PassRole", "used", "implied"), when, [role])
+    out.events_read += len(events)
+    out.events_in_window += in_window
+    if out.days:
+        out.newest = max(out.newest, max(out.last.values()))
 
 
-def _matching(ctx: _Context, action: str, arns: list[str]) -> list[str]:
-    if not arns:
-        return arns
-    matcher = ctx.arn_matcher(action)
-    return [ctx.narrowing.apply(a) for a in arns if matcher(a)] if matcher else []
+def _matching(
+    ctx: _Context, cache: dict[tuple[str, str], str | None], action: str, resources: list[_Resource]
+) -> list[str]:
+    """ARNs of ``resources`` that ``action`` can be scoped to, generalized (object keys -> bucket/*)."""
+    found = []
+    for resource in resources:
+        arn = resource.ARN
+        if not arn:
+            continue
+        general = ctx.narrowing.apply(arn)
+        key = (action, general)
+        hit = cache.get(key, False)
+        if hit is False:
+            matcher = ctx.arn_matcher(action)
+            hit = cache[key] = general if matcher and matcher(general) else None
+        if hit is not None:
+            found.append(hit)
+    return found
 
 
-def _request(event: Event) -> dict[str, Any] | None:
+def _request(raw: bytes) -> dict[str, Any] | None:
     try:
-        value = orjson.loads(bytes(event.requestParameters))
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
@@ -491,6 +543,10 @@ def scan(
             if progress:
                 progress(done, len(files))
         return total
+    _init_worker(options)  # built once here: forked workers inherit it (and botocore's loaded models)
+    assert _CONTEXT is not None
+    _CONTEXT.mapper.namespace("s3.amazonaws.com")
+    gc.freeze()  # forked workers must not copy-on-write the parent's heap through GC/refcount traffic
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(options,)) as pool:
         for batch, partial in zip(batches, pool.map(_read_batch, batches), strict=True):

@@ -198,8 +198,16 @@ def _row(account: str, actions: Iterable[str], reason: str) -> dict[str, Any]:
 
 
 def missing_days(days_seen: set[str], start: str, end: str) -> list[str]:
-    """Calendar days of the window [start, end] (ISO times) with no event at all."""
-    first, last = date.fromisoformat(start[:10]), date.fromisoformat(end[:10])
+    """Calendar days lying wholly inside the window [start, end] (ISO times) with no event at all.
+
+    The partial days at either edge are not required: a window starting at 23:59 would otherwise
+    call a whole audit unobservable for the minute before midnight."""
+    first = date.fromisoformat(start[:10])
+    if start[11:] not in ("", "00:00:00Z"):
+        first += timedelta(days=1)
+    last = date.fromisoformat(end[:10]) - timedelta(days=1)
+    if end[11:] == "23:59:59Z":
+        last += timedelta(days=1)
     span = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
     return [d for d in span if d not in days_seen]
 

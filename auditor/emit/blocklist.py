@@ -83,5 +83,9 @@ def blocklist(result: AuditResult) -> dict[str, Any]:
     }
 
 
+#: libyaml's emitter when PyYAML was built with it (10x faster on large blocklists).
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def render(document: dict[str, Any]) -> str:
-    return HEADER + yaml.safe_dump(document, sort_keys=False, width=120, allow_unicode=True)
+    return HEADER + yaml.dump(document, Dumper=_DUMPER, sort_keys=False, width=120, allow_unicode=True)

@@ -4,48 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
-import polars as pl
 
 from auditor.audit import AuditResult
-from auditor.emit.aws_iam_policy import KeptPermission, NarrowingRules, build_policy
+from auditor.emit.aws_iam_policy import NarrowingRules, build_policy
+from auditor.emit.gcp_role import gcp_roles
+from auditor.emit.least_privilege import IdentityPolicies, PolicyFile, kept_permissions
 from auditor.policy_files import slug
 
-
-@dataclass(frozen=True)
-class PolicyFile:
-    path: str  # relative to the output directory
-    content: str
-
-
-@dataclass
-class IdentityPolicies:
-    """The least-privilege output for one identity."""
-
-    provider: str
-    account: str
-    identity: str
-    name: str
-    files: list[PolicyFile] = field(default_factory=list)
-    apply: list[str] = field(default_factory=list)  # commands that apply the files
-    kept_unobservable: list[dict[str, str]] = field(default_factory=list)
-    note: str | None = None
-
-
-def kept_permissions(result: AuditResult, provider: str, identity: str) -> list[KeptPermission]:
-    """Permissions the least-privilege output keeps: used ones, plus unobservable ones unless dropped."""
-    states = ["used"] if result.options.drop_unobservable else ["used", "unobservable"]
-    rows = result.permissions.filter(
-        (pl.col("provider") == provider)
-        & (pl.col("identity") == identity)
-        & pl.col("granted")
-        & pl.col("state").is_in(states)
-    )
-    return [
-        KeptPermission(r["action"], r["state"], r["resources_seen"], r["narrowable"], r["unobservable_reason"])
-        for r in rows.iter_rows(named=True)
-    ]
+__all__ = ["POLICY_EMITTERS", "IdentityPolicies", "PolicyFile", "all_policies", "kept_permissions"]
 
 
 def aws_policies(result: AuditResult) -> list[IdentityPolicies]:
@@ -70,7 +36,10 @@ def aws_policies(result: AuditResult) -> list[IdentityPolicies]:
 
 
 #: One emitter per provider; each returns the least-privilege output of that provider's identities.
-POLICY_EMITTERS: dict[str, Callable[[AuditResult], list[IdentityPolicies]]] = {"aws": aws_policies}
+POLICY_EMITTERS: dict[str, Callable[[AuditResult], list[IdentityPolicies]]] = {
+    "aws": aws_policies,
+    "gcp": gcp_roles,
+}
 
 
 def all_policies(result: AuditResult) -> list[IdentityPolicies]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 
 from auditor.audit import AuditResult
@@ -53,6 +54,6 @@ def write_outputs(result: AuditResult, out: Path) -> dict[str, Any]:
         staged.write("blocklist.yaml", blocklist.render(blocklist.blocklist(result)))
         staged.write("permissions.csv", _permissions_csv(result))
         document = report_json.report(result, policies, [*staged.written, "report.json", "report.md"])
-        staged.write("report.json", json.dumps(document, indent=2) + "\n")
+        staged.write("report.json", orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
         staged.write("report.md", report_md.render(document))
     return document

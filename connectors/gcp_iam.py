@@ -1,0 +1,337 @@
+"""GCP grants: IAM policies (project, folders, organization, resource-level) and role definitions.
+
+Inputs are what ``gcloud`` prints with ``--format=json``: ``projects get-iam-policy`` (policy version
+3: conditions and ``auditConfigs``), ``iam roles describe`` (one role per file, or a JSON array),
+``asset search-all-iam-policies`` and ``iam service-accounts list``. Each (binding, member) that
+names a caller becomes one GRANTS row whose actions are the role's ``includedPermissions``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+from auditor.connectors.gcp_rules import GcpRules
+
+from auditor import model
+from auditor.errors import InputError
+from auditor.jsonio import load_json
+from auditor.selection import AgentSelector
+
+#: ``key=value`` words in a service account's description: GCP service accounts have no labels.
+_LABEL = re.compile(r"(?<![\w.-])([A-Za-z][\w.-]*)=([\w.-]*)")
+_CONTAINERS = ("projects", "folders", "organizations")
+
+
+@dataclass(frozen=True)
+class RoleDefinition:
+    name: str
+    title: str
+    stage: str
+    permissions: tuple[str, ...]
+
+
+def _role_entries(doc: Any) -> list[Any]:
+    if isinstance(doc, list):
+        return doc
+    if isinstance(doc, dict) and isinstance(doc.get("roles"), list):  # a REST roles.list page
+        return doc["roles"]
+    return [doc]
+
+
+def load_roles(paths: Sequence[Path]) -> tuple[dict[str, RoleDefinition], list[dict[str, Any]]]:
+    """Role definitions from ``gcloud iam roles describe`` outputs (JSON or YAML; files or folders)."""
+    roles: dict[str, RoleDefinition] = {}
+    gaps: list[dict[str, Any]] = []
+    for path in _files(paths, (".json", ".yaml", ".yml")):
+        if path.suffix == ".json":
+            doc = load_json(path, "the output of `gcloud iam roles describe ROLE --format=json`")
+        else:
+            try:
+                doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+                raise InputError(f"{path}: not a readable role definition ({exc})") from None
+        for index, entry in enumerate(_role_entries(doc)):
+            name = entry.get("name") if isinstance(entry, dict) else None
+            permissions = entry.get("includedPermissions", []) if isinstance(entry, dict) else None
+            if not isinstance(name, str) or not isinstance(permissions, list):
+                gaps.append(_gap(None, f"{path}[{index}]", "not a role definition (no name / includedPermissions)"))
+                continue
+            roles[name] = RoleDefinition(
+                name,
+                str(entry.get("title", "")),
+                str(entry.get("stage", "")),
+                tuple(sorted({p for p in permissions if isinstance(p, str)})),
+            )
+    return roles, gaps
+
+
+def _files(paths: Sequence[Path], suffixes: tuple[str, ...]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise InputError(f"{path}: no such file or directory")
+    return found
+
+
+def _gap(account: str | None, scope: str, reason: str, severity: str = "error") -> dict[str, Any]:
+    return {"provider": "gcp", "account": account, "scope": scope, "reason": reason, "severity": severity, "count": 1}
+
+
+@dataclass(frozen=True)
+class Binding:
+    role: str
+    members: tuple[str, ...]
+    condition: dict[str, Any] | None
+    index: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One IAM policy and the resource it is set on."""
+
+    resource: str  # projects/p1, folders/123, organizations/456, //storage.googleapis.com/... (resource level)
+    bindings: tuple[Binding, ...]
+    audit_configs: tuple[dict[str, Any], ...]
+    etag: str | None
+    origin: str
+
+    @property
+    def level(self) -> str:
+        head = self.resource.split("/", 1)[0]
+        return head if head in _CONTAINERS else "resource"
+
+
+def parse_policy(doc: Any, resource: str, origin: str) -> Policy:
+    if not isinstance(doc, dict) or not any(k in doc for k in ("bindings", "etag", "auditConfigs", "version")):
+        raise InputError(
+            f"{origin}: not an IAM policy (no bindings / etag)",
+            "export it with `gcloud projects get-iam-policy PROJECT --format=json`",
+        )
+    bindings = []
+    for index, raw in enumerate(doc.get("bindings") or []):
+        if not isinstance(raw, dict) or not isinstance(raw.get("role"), str):
+            raise InputError(f"{origin}: bindings[{index}] has no role")
+        members = raw.get("members") or []
+        condition = raw.get("condition")
+        bindings.append(Binding(raw["role"], tuple(m for m in members if isinstance(m, str)), condition or None, index))
+    configs = tuple(c for c in doc.get("auditConfigs") or [] if isinstance(c, dict))
+    return Policy(resource, tuple(bindings), configs, doc.get("etag"), origin)
+
+
+def parse_asset_policies(doc: Any, origin: str) -> list[Policy]:
+    """Resource-level policies from ``gcloud asset search-all-iam-policies --format=json``.
+
+    Project, folder and organization policies in it are skipped: they come from their own exports
+    (which carry ``auditConfigs``)."""
+    if not isinstance(doc, list):
+        raise InputError(f"{origin}: not `gcloud asset search-all-iam-policies --format=json` output (not a list)")
+    policies = []
+    for index, item in enumerate(doc):
+        if not isinstance(item, dict) or not isinstance(item.get("resource"), str):
+            raise InputError(f"{origin}: item {index} has no resource")
+        if item["resource"].startswith("//cloudresourcemanager.googleapis.com/"):
+            continue
+        policies.append(parse_policy(item.get("policy") or {"bindings": []}, item["resource"], f"{origin}[{index}]"))
+    return policies
+
+
+def project_of_resource(resource: str, default: str) -> str:
+    match = re.search(r"(?:^|/)projects/([^/]+)", resource)
+    return match.group(1) if match and not match.group(1).isdigit() and match.group(1) != "_" else default
+
+
+@dataclass(frozen=True)
+class Principal:
+    identity: str
+    kind: str  # service_account | user | principal | deleted_service_account
+
+
+def principal_of(member: str) -> Principal | None:
+    """The caller a binding member names; None for groups, domains and public members."""
+    kind, _, rest = member.partition(":")
+    if member.startswith(("principal://", "principalSet://")):
+        return Principal(member, "principal") if member.startswith("principal://") else None
+    if kind == "serviceAccount":
+        return Principal(rest, "service_account")
+    if kind == "user":
+        return Principal(rest, "user")
+    if kind == "deleted" and rest.startswith("serviceAccount:"):
+        return Principal(rest.split(":", 1)[1].split("?", 1)[0], "deleted_service_account")
+    return None
+
+
+def service_account_labels(account: Mapping[str, Any]) -> dict[str, str]:
+    """Labels of an ``iam service-accounts list`` entry: ``labels`` if present, else ``key=value``
+    words in the description (service accounts have no labels of their own)."""
+    labels = account.get("labels")
+    if isinstance(labels, dict):
+        return {str(k): str(v) for k, v in labels.items()}
+    return dict(_LABEL.findall(str(account.get("description") or "")))
+
+
+def load_service_accounts(paths: Sequence[Path]) -> dict[str, dict[str, Any]]:
+    accounts: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        doc = load_json(path, "the output of `gcloud iam service-accounts list --format=json`")
+        items = doc.get("accounts", []) if isinstance(doc, dict) else doc
+        if not isinstance(items, list):
+            raise InputError(f"{path}: not a service-account list")
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("email"), str):
+                accounts[item["email"]] = item
+    return accounts
+
+
+@dataclass
+class _Identity:
+    principal: Principal
+    account: str
+    member: str
+    statements: list[dict[str, Any]] = field(default_factory=list)
+    etags: dict[str, str] = field(default_factory=dict)
+    sole_member: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GcpGrants:
+    """Identities, grants and gaps of one snapshot's policies."""
+
+    identities: pl.DataFrame
+    grants: pl.DataFrame
+    gaps: pl.DataFrame
+
+
+def build_grants(
+    project: str,
+    policies: Sequence[Policy],
+    roles: Mapping[str, RoleDefinition],
+    service_accounts: Mapping[str, Mapping[str, Any]],
+    selector: AgentSelector,
+    rules: GcpRules,
+) -> GcpGrants:
+    """One GRANTS row per (binding, caller member); ancestors' bindings attributed to where they are."""
+    found: dict[str, _Identity] = {}
+    gaps: list[dict[str, Any]] = []
+    missing_roles: dict[str, set[str]] = {}
+    for policy in policies:
+        for binding in policy.bindings:
+            role = roles.get(binding.role)
+            if role is None:
+                missing_roles.setdefault(binding.role, set()).add(policy.resource)
+            for position, member in enumerate(binding.members):
+                principal = principal_of(member)
+                if principal is None:
+                    continue
+                entry = found.setdefault(
+                    principal.identity,
+                    _Identity(principal, project_of_resource(policy.resource, project), member),
+                )
+                statement_id = f"{policy.resource}#/bindings/{binding.index}/members/{position}"
+                if policy.etag:
+                    entry.etags[policy.resource] = policy.etag
+                if len(binding.members) == 1:
+                    entry.sole_member.append(statement_id)
+                where = {"project": "", "resource": ""}.get(policy.level, " (inherited)")
+                entry.statements.append(
+                    {
+                        "provider": "gcp",
+                        "account": entry.account,
+                        "identity": principal.identity,
+                        "statement_id": statement_id,
+                        "layer": "identity",
+                        "effect": "Allow",
+                        "actions": list(role.permissions) if role else [],
+                        "not_action": False,
+                        "resources": [policy.resource],
+                        "not_resource": False,
+                        "condition": json.dumps(binding.condition, sort_keys=True) if binding.condition else None,
+                        "source": f"{binding.role} on {policy.resource}{where}",
+                        "source_kind": "admin-role" if binding.role in rules.admin_roles else "binding",
+                    }
+                )
+    for role_name, resources in sorted(missing_roles.items()):
+        gaps.append(
+            _gap(
+                project,
+                f"role {role_name}",
+                f"bound on {', '.join(sorted(resources))} but not among the role definitions: its permissions "
+                f"are not counted (export it: gcloud iam roles describe {role_name} --format=json)",
+            )
+        )
+    identities = []
+    for entry in found.values():
+        identities.append(_identity_row(entry, service_accounts.get(entry.principal.identity), selector, rules))
+        if entry.principal.kind == "deleted_service_account":
+            roles_held = sorted({s["source"] for s in entry.statements})
+            gaps.append(
+                _gap(
+                    entry.account,
+                    entry.member,
+                    f"deleted service account still bound: {', '.join(roles_held)} (remove the bindings)",
+                    "warning",
+                )
+            )
+    return GcpGrants(
+        model.frame(identities, model.IDENTITIES),
+        model.frame([s for e in found.values() for s in e.statements], model.GRANTS),
+        model.frame(gaps, model.GAPS),
+    )
+
+
+def _identity_row(
+    entry: _Identity, account: Mapping[str, Any] | None, selector: AgentSelector, rules: GcpRules
+) -> dict[str, Any]:
+    principal = entry.principal
+    labels = service_account_labels(account) if account else {}
+    if principal.kind == "deleted_service_account":
+        reason, excluded = "deleted service account: reported, not audited", True
+    elif principal.kind == "service_account" and rules.is_service_agent(principal.identity):
+        reason, excluded = "Google-managed service agent: reported, not audited", True
+    else:
+        reason, excluded = selector.reason(principal.identity, principal.identity, labels), False
+    notes = []
+    if account and account.get("disabled"):
+        notes.append("the service account is disabled")
+    attributes = {
+        "member": entry.member,
+        "labels": labels,
+        "description": (account or {}).get("description"),
+        "policy_etags": entry.etags,
+        "sole_member": entry.sole_member,
+        "notes": notes,
+    }
+    return {
+        "provider": "gcp",
+        "account": entry.account,
+        "identity": principal.identity,
+        "name": principal.identity,
+        "kind": principal.kind,
+        "is_agent": reason is not None and not excluded,
+        "selected_by": reason,
+        "created": None,
+        "last_used": None,
+        "attributes": json.dumps(attributes, sort_keys=True),
+    }
+
+
+def policy_resource_from_path(path: Path) -> str | None:
+    """``policies/projects/p1.json`` -> ``projects/p1`` (also folders/, organizations/)."""
+    if path.parent.name in _CONTAINERS:
+        return f"{path.parent.name}/{path.name.split('.', 1)[0]}"
+    return None
+
+
+def audit_log_configs(policies: Iterable[Policy]) -> list[dict[str, Any]]:
+    """Every auditConfigs entry of the project, folder and organization policies (they add up)."""
+    return [config for policy in policies if policy.level != "resource" for config in policy.audit_configs]

@@ -1,0 +1,462 @@
+"""GCP usage: stream Cloud Audit Log entries into aggregated counters, in parallel, in bounded memory.
+
+Reads ``gcloud logging read --format=json`` output (a JSON array), the REST ``entries.list`` page
+shape (``{"entries": [...]}``) and the newline-delimited files a Cloud Storage log sink writes
+(``cloudaudit.googleapis.com/activity/YYYY/MM/DD/HH:00:00_HH:59:59_S0.json``), gzipped or not. Each
+entry is decoded with a typed msgspec schema holding only the fields the audit reads, then folded
+into per-(project, principal, permission, outcome) counters; only counters cross process boundaries.
+
+Use is ``authorizationInfo[].permission`` with ``granted: true``; absent ``granted`` means false
+(proto3 omits false), i.e. "attempted, denied". Entries without ``authorizationInfo`` and GKE
+``k8s.io`` pseudo-permissions are counted and listed, never guessed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from auditor.errors import InputError
+from auditor.jsonio import gunzip
+
+#: Cap on distinct resources remembered per (principal, permission), as for CloudTrail.
+MAX_RESOURCES = 64
+LOG_SUFFIXES = (".json", ".json.gz", ".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
+K8S_SERVICE = "k8s.io"
+EVIDENCE = "audit-log"
+
+
+class _Principal(msgspec.Struct):
+    principalEmail: str | None = None
+    principalSubject: str | None = None
+
+
+class _Delegation(msgspec.Struct):
+    firstPartyPrincipal: _Principal | None = None
+    thirdPartyPrincipal: dict[str, Any] | None = None
+
+
+class _AuthN(msgspec.Struct):
+    principalEmail: str | None = None
+    principalSubject: str | None = None
+    serviceAccountDelegationInfo: list[_Delegation] | None = None
+
+
+class _ResourceAttributes(msgspec.Struct):
+    name: str | None = None
+
+
+class _AuthZ(msgspec.Struct):
+    permission: str | None = None
+    granted: bool | None = None
+    resource: str | None = None
+    resourceAttributes: _ResourceAttributes | None = None
+
+
+class _AuditConfigDelta(msgspec.Struct):
+    action: str | None = None
+    service: str | None = None
+    logType: str | None = None
+
+
+class _PolicyDelta(msgspec.Struct):
+    auditConfigDeltas: list[_AuditConfigDelta] | None = None
+
+
+class _ServiceData(msgspec.Struct):
+    policyDelta: _PolicyDelta | None = None
+
+
+class _Payload(msgspec.Struct):
+    serviceName: str | None = None
+    methodName: str | None = None
+    authenticationInfo: _AuthN | None = None
+    authorizationInfo: list[_AuthZ] | None = None
+    serviceData: _ServiceData | None = None
+
+
+class _Resource(msgspec.Struct):
+    labels: dict[str, str] | None = None
+
+
+class Entry(msgspec.Struct):
+    """The fields of a LogEntry the audit reads; everything else is skipped unparsed."""
+
+    timestamp: str = ""
+    logName: str = ""
+    protoPayload: _Payload | None = None
+    resource: _Resource | None = None
+
+
+class _Page(msgspec.Struct):
+    entries: list[Entry] | None = None
+
+
+class _TimeOnly(msgspec.Struct):
+    timestamp: str = ""
+
+
+_ENTRY = msgspec.json.Decoder(Entry)
+_ENTRIES = msgspec.json.Decoder(list[Entry])
+_PAGE = msgspec.json.Decoder(_Page)
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+_TIME = msgspec.json.Decoder(_TimeOnly)
+_TIMES = msgspec.json.Decoder(list[_TimeOnly])
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    start: str  # "YYYY-MM-DDTHH:MM:SSZ", inclusive
+    end: str  # inclusive
+    identities: frozenset[str] | None  # principals to aggregate (None: all)
+
+
+@dataclass
+class Partial:
+    """Counters from some files; merged by addition."""
+
+    usage: dict[tuple[str, str, str, str, str], list[Any]] = field(default_factory=dict)
+    unmapped: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    delegations: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    audit_changes: set[tuple[str, str, str, str, str]] = field(default_factory=set)  # project, time, action, svc, type
+    days: dict[str, set[str]] = field(default_factory=dict)
+    first: dict[str, str] = field(default_factory=dict)
+    last: dict[str, str] = field(default_factory=dict)
+    events_read: int = 0
+    events_in_window: int = 0
+    files_read: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    newest: str = ""
+    bad_records: dict[str, list[Any]] = field(default_factory=dict)
+
+    def merge(self, other: Partial) -> None:
+        for key, (calls, first, last, resources) in other.usage.items():
+            mine = self.usage.get(key)
+            if mine is None:
+                self.usage[key] = [calls, first, last, resources]
+                continue
+            mine[0] += calls
+            mine[1] = min(mine[1], first)
+            mine[2] = max(mine[2], last)
+            mine[3] = _capped(mine[3] | resources)
+        for table, theirs in ((self.unmapped, other.unmapped), (self.delegations, other.delegations)):
+            for key, count in theirs.items():
+                table[key] = table.get(key, 0) + count
+        self.audit_changes |= other.audit_changes
+        for project, days in other.days.items():
+            self.days.setdefault(project, set()).update(days)
+        for project, first in other.first.items():
+            self.first[project] = min(self.first.get(project, first), first)
+        for project, last in other.last.items():
+            self.last[project] = max(self.last.get(project, last), last)
+        for reason, count in other.skipped.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + count
+        self.events_read += other.events_read
+        self.events_in_window += other.events_in_window
+        self.files_read += other.files_read
+        self.gaps += other.gaps
+        for origin, (count, first) in other.bad_records.items():
+            self.gaps.append(
+                {
+                    "scope": origin,
+                    "reason": f"{count} malformed log entr{'y' if count == 1 else 'ies'} skipped, first {first}",
+                    "severity": "error",
+                    "count": count,
+                }
+            )
+        self.newest = max(self.newest, other.newest)
+
+
+def _capped(resources: set[str]) -> set[str]:
+    return resources if len(resources) <= MAX_RESOURCES else set(sorted(resources)[:MAX_RESOURCES])
+
+
+def find_log_files(paths: Sequence[Path]) -> list[Path]:
+    """Every log file below ``paths`` (``.json``, ``.ndjson``, ``.jsonl``, optionally gzipped), sorted.
+    A file named explicitly is always read."""
+    found: list[Path] = []
+    for root in paths:
+        if root.is_file():
+            found.append(root)
+            continue
+        if not root.is_dir():
+            raise InputError(f"{root}: no such file or directory", "pass the folder holding the exported audit logs")
+        for directory, subdirs, files in os.walk(root):
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+            found += [Path(directory, f) for f in sorted(files) if f.endswith(LOG_SUFFIXES)]
+    return found
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _bad_record(out: Partial, origin: str, where: str, exc: Exception) -> None:
+    out.skipped["malformed entry"] = out.skipped.get("malformed entry", 0) + 1
+    entry = out.bad_records.setdefault(origin, [0, f"{where}: {exc}"])
+    entry[0] += 1
+
+
+def _decode_items(raw_items: list[msgspec.Raw], origin: str, out: Partial, label: str) -> list[Entry]:
+    entries = []
+    for index, item in enumerate(raw_items):
+        try:
+            entries.append(_ENTRY.decode(item))
+        except msgspec.ValidationError as exc:
+            _bad_record(out, origin, f"{label}[{index}]", exc)
+    return entries
+
+
+def _decode_lines(raw: bytes, origin: str, out: Partial) -> list[Entry]:
+    entries = []
+    decode = _ENTRY.decode
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(decode(line))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            _bad_record(out, origin, f"line {number}", exc)
+    return entries
+
+
+def decode_file(raw: bytes, origin: str, out: Partial) -> list[Entry]:
+    """Entries of one log file in any supported form; raises ValueError for an unreadable file."""
+    head = raw.lstrip()[:1]
+    if head == b"[":
+        try:
+            return _ENTRIES.decode(raw)
+        except msgspec.ValidationError:
+            return _decode_items(_RAW_LIST.decode(raw), origin, out, "entry")
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"invalid JSON ({exc})") from None
+    if head != b"{":
+        raise ValueError("not JSON: expected a list of log entries or newline-delimited entries")
+    try:
+        page = _PAGE.decode(raw)
+    except msgspec.DecodeError:
+        return _decode_lines(raw, origin, out)  # newline-delimited (a sink file)
+    except msgspec.ValidationError:
+        top = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+        if "entries" in top:
+            return _decode_items(msgspec.json.decode(top["entries"], type=list[msgspec.Raw]), origin, out, "entries")
+        return _decode_lines(raw, origin, out)
+    if page.entries is not None:
+        return page.entries
+    return _decode_lines(raw, origin, out)  # a one-entry NDJSON file
+
+
+def _read(path: Path) -> bytes:
+    raw = path.read_bytes()
+    return gunzip(raw, path) if path.name.endswith(".gz") else raw
+
+
+# ----------------------------------------------------------------------------- folding
+
+
+def normalize_time(value: str) -> str | None:
+    """RFC 3339 (any fraction, ``Z`` or offset) -> ``YYYY-MM-DDTHH:MM:SSZ``."""
+    if len(value) >= 20 and value[-1] == "Z" and value[10] == "T" and value[19] in ".Z":
+        return value[:19] + "Z"
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def project_of(entry: Entry) -> str:
+    name = entry.logName
+    if name.startswith("projects/"):
+        return name[9 : name.find("/", 9)] if name.find("/", 9) > 0 else name[9:]
+    labels = entry.resource.labels if entry.resource else None
+    return (labels or {}).get("project_id") or "?"
+
+
+def _chain(authn: _AuthN) -> str | None:
+    infos = authn.serviceAccountDelegationInfo
+    if not infos:
+        return None
+    callers = []
+    for info in infos:
+        first = info.firstPartyPrincipal
+        callers.append((first.principalEmail or first.principalSubject or "?") if first else "third-party principal")
+    return " → ".join(callers)
+
+
+def fold(entries: list[Entry], options: ScanOptions, out: Partial) -> None:
+    start, end, keep = options.start, options.end, options.identities
+    usage, unmapped, skipped = out.usage, out.unmapped, out.skipped
+    for entry in entries:
+        out.events_read += 1
+        when = entry.timestamp
+        if not (len(when) >= 20 and when[-1] == "Z" and when[10] == "T" and when[19] in ".Z"):
+            when = normalize_time(when) or ""
+            if not when:
+                skipped["unreadable timestamp"] = skipped.get("unreadable timestamp", 0) + 1
+                continue
+        else:
+            when = when[:19] + "Z"
+        project = project_of(entry)
+        if when > out.newest:
+            out.newest = when
+        if when < out.first.get(project, "~"):
+            out.first[project] = when
+        if when > out.last.get(project, ""):
+            out.last[project] = when
+        out.days.setdefault(project, set()).add(when[:10])
+        payload = entry.protoPayload
+        if payload is not None and payload.serviceData is not None:
+            _audit_changes(payload.serviceData, project, when, out)
+        if when < start or when > end:
+            continue
+        out.events_in_window += 1
+        if payload is None:
+            skipped["not an audit log entry (no protoPayload)"] = (
+                skipped.get("not an audit log entry (no protoPayload)", 0) + 1
+            )
+            continue
+        authn = payload.authenticationInfo
+        principal = (authn.principalEmail or authn.principalSubject) if authn is not None else None
+        if not principal:
+            skipped["no principal (system event)"] = skipped.get("no principal (system event)", 0) + 1
+            continue
+        if keep is not None and principal not in keep:
+            continue
+        chain = _chain(authn) if authn.serviceAccountDelegationInfo else None
+        if chain:
+            key3 = (project, principal, chain)
+            out.delegations[key3] = out.delegations.get(key3, 0) + 1
+        service = payload.serviceName or "?"
+        if service == K8S_SERVICE:
+            key = (project, principal, f"k8s.io:{payload.methodName}", "GKE pseudo-permission, not an IAM permission")
+            unmapped[key] = unmapped.get(key, 0) + 1
+            continue
+        checks = payload.authorizationInfo
+        if not checks:
+            key = (project, principal, f"{service}:{payload.methodName}", "entry has no authorizationInfo")
+            unmapped[key] = unmapped.get(key, 0) + 1
+            continue
+        for check in checks:
+            permission = check.permission
+            if not permission:
+                key = (project, principal, f"{service}:{payload.methodName}", "authorizationInfo without permission")
+                unmapped[key] = unmapped.get(key, 0) + 1
+                continue
+            resource = check.resource or (check.resourceAttributes.name if check.resourceAttributes else None)
+            ukey = (project, principal, permission, "used" if check.granted is True else "denied", EVIDENCE)
+            counter = usage.get(ukey)
+            if counter is None:
+                usage[ukey] = [1, when, when, {resource} if resource else set()]
+                continue
+            counter[0] += 1
+            if when < counter[1]:
+                counter[1] = when
+            elif when > counter[2]:
+                counter[2] = when
+            if resource and len(counter[3]) < MAX_RESOURCES:
+                counter[3].add(resource)
+
+
+def _audit_changes(data: _ServiceData, project: str, when: str, out: Partial) -> None:
+    """SetIamPolicy calls that changed auditConfigs: a log type enabled mid-window was not on all along."""
+    deltas = data.policyDelta.auditConfigDeltas if data.policyDelta else None
+    for delta in deltas or ():
+        if delta.service and delta.logType:
+            out.audit_changes.add((project, when, delta.action or "?", delta.service, delta.logType))
+
+
+def read_file(path: Path, options: ScanOptions) -> Partial:
+    """Fold one log file; an unreadable file becomes a gap, never an exception."""
+    out = Partial()
+    origin = str(path)
+    try:
+        entries = decode_file(_read(path), origin, out)
+    except (InputError, OSError, ValueError, msgspec.DecodeError) as exc:
+        out.gaps.append({"scope": origin, "reason": f"file skipped: {exc}", "severity": "error", "count": 1})
+        out.skipped["unreadable file"] = 1
+        return out
+    out.files_read = 1
+    fold(entries, options, out)
+    return out
+
+
+def _read_batch(paths: list[Path], options: ScanOptions) -> Partial:
+    total = Partial()
+    for path in paths:
+        total.merge(read_file(path, options))
+    return total
+
+
+def scan(
+    files: Sequence[Path],
+    options: ScanOptions,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Partial:
+    """Fold all ``files``; in parallel processes when there are enough files to pay for them."""
+    workers = workers or os.cpu_count() or 1
+    total = Partial()
+    batches = [list(files[i : i + 16]) for i in range(0, len(files), 16)]
+    done = 0
+    if workers <= 1 or len(files) < 32:
+        for batch in batches:
+            total.merge(_read_batch(batch, options))
+            done += len(batch)
+            if progress:
+                progress(done, len(files))
+        return total
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for batch, partial in zip(batches, pool.map(_read_batch, batches, [options] * len(batches)), strict=True):
+            total.merge(partial)
+            done += len(batch)
+            if progress:
+                progress(done, len(files))
+    return total
+
+
+def _newest_in(path: Path) -> str:
+    try:
+        raw = _read(path)
+        head = raw.lstrip()[:1]
+        if head == b"[":
+            times = [t.timestamp for t in _TIMES.decode(raw)]
+        else:
+            times = []
+            for line in raw.splitlines():
+                try:
+                    times.append(_TIME.decode(line).timestamp)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+    except (InputError, OSError, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        return ""  # the real scan reports the file
+    return max((normalize_time(t) or "" for t in times), default="")
+
+
+def newest_entry_time(files: Sequence[Path]) -> str:
+    """Newest entry timestamp. In the sink layout (``.../YYYY/MM/DD/<hour file>``) only the newest
+    day's files are read per log; other files are all read (timestamps only)."""
+    newest_day: dict[Path, str] = {}
+    for path in files:
+        parts = path.parts
+        if len(parts) >= 5 and all(p.isdigit() for p in parts[-4:-1]):
+            base = Path(*parts[:-4])
+            newest_day[base] = max(newest_day.get(base, ""), "/".join(parts[-4:-1]))
+    picked = [
+        p
+        for p in files
+        if not (len(p.parts) >= 5 and all(x.isdigit() for x in p.parts[-4:-1]))
+        or newest_day[Path(*p.parts[:-4])] == "/".join(p.parts[-4:-1])
+    ]
+    return max((_newest_in(p) for p in picked), default="")

@@ -1,0 +1,1 @@
+"""Data package: GCP-specific rule files (permission facts, principals)."""
