@@ -42,7 +42,10 @@ class AuditResult:
 
 def gather(connectors: Sequence[Connector], request: AuditRequest, progress: Progress = no_progress) -> AuditInput:
     if not connectors:
-        raise InputError("nothing to audit", "pass --aws-dir DIR, or --aws-auth FILE with --cloudtrail PATH")
+        raise InputError(
+            "nothing to audit",
+            "pass --aws-dir DIR and/or --gcp-dir DIR (or the single-file options of auditor audit --help)",
+        )
     return combine([c.collect(request, progress) for c in connectors])
 
 

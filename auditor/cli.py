@@ -16,8 +16,11 @@ from typing import Annotated
 import typer
 
 from auditor import __version__
+from auditor import cli_collect as live
 from auditor.audit import AuditOptions, analyze, gather
+from auditor.cli_gcp import collect_gcp, gcp_connectors
 from auditor.connectors.aws_files import AwsFiles
+from auditor.connectors.aws_live import AwsLive, UsageSource
 from auditor.connectors.base import AuditRequest, Connector, Progress, no_progress
 from auditor.emit.report_md import terminal_summary
 from auditor.emit.write import write_outputs
@@ -113,6 +116,53 @@ def audit(
             help="Declare the trail's data events instead: all, none, or services such as s3,dynamodb,lambda."
         ),
     ] = None,
+    gcp_dir: Annotated[
+        list[Path],
+        typer.Option(
+            help="GCP snapshot folder: policies/projects/<P>.json, roles/, logs/ or a log sink's "
+            "cloudaudit.googleapis.com/ tree (what `auditor collect gcp` writes).",
+            metavar="DIR",
+            rich_help_panel="GCP",
+        ),
+    ] = [],  # noqa: B006
+    gcp_policy: Annotated[
+        list[Path],
+        typer.Option(
+            help="`gcloud projects get-iam-policy P --format=json` output.", metavar="FILE", rich_help_panel="GCP"
+        ),
+    ] = [],  # noqa: B006
+    gcp_roles: Annotated[
+        list[Path],
+        typer.Option(
+            help="`gcloud iam roles describe` outputs (files or folders).", metavar="PATH", rich_help_panel="GCP"
+        ),
+    ] = [],  # noqa: B006
+    gcp_logs: Annotated[
+        list[Path],
+        typer.Option(
+            help="`gcloud logging read --format=json` output or sink NDJSON.", metavar="PATH", rich_help_panel="GCP"
+        ),
+    ] = [],  # noqa: B006
+    gcp_insights: Annotated[
+        list[Path],
+        typer.Option(help="IAM Recommender insights JSON (extra usage signal).", metavar="FILE", rich_help_panel="GCP"),
+    ] = [],  # noqa: B006
+    gcp_project: Annotated[
+        list[str],
+        typer.Option(help="Collect this project live first (ADC credentials).", metavar="P", rich_help_panel="GCP"),
+    ] = [],  # noqa: B006
+    bigquery_table: Annotated[
+        str | None,
+        typer.Option(
+            help="With --gcp-project: aggregate the logs in this BigQuery log-sink table.", rich_help_panel="GCP"
+        ),
+    ] = None,
+    gcp_snapshot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep the --gcp-project snapshot in DIR (default: a temporary folder).", rich_help_panel="GCP"
+        ),
+    ] = None,
     days: Annotated[int, typer.Option(min=1, max=400, help="Window length in days.")] = 30,
     until: Annotated[str | None, typer.Option(help="Window end (ISO-8601). Default: the newest event seen.")] = None,
     agent_tag: Annotated[str, typer.Option(help="Tag key marking agent identities ('' to disable).")] = "agent",
@@ -135,10 +185,48 @@ def audit(
     ] = False,
     workers: Annotated[int | None, typer.Option(min=1, help="Parallel log readers (default: CPU count).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary table on stdout.")] = False,
+    aws: Annotated[
+        bool,
+        typer.Option(
+            help="Collect from the AWS APIs first (`auditor collect aws --help` has every option).",
+            rich_help_panel=live.PANEL,
+        ),
+    ] = False,
+    profile: live.Profile = None,
+    region: live.Region = None,
+    endpoint_url: live.EndpointUrl = [],  # noqa: B006
+    org: live.Org = False,
+    assume_role: live.AssumeRole = None,
+    usage: live.Usage = UsageSource.auto,
+    bucket: live.Bucket = None,
+    prefix: live.Prefix = None,
+    athena_table: live.AthenaTable = None,
+    athena_output: live.AthenaOutput = None,
+    snapshot: live.Snapshot = None,
 ) -> None:
     """Audit agent identities: findings, least-privilege policies, blocklist and report in --out."""
     window_end = _until(until)
     connectors = _aws_connectors(aws_dir, aws_auth, cloudtrail, event_selectors, data_events)
+    if aws:  # collect a snapshot, then audit it exactly as --aws-dir would
+        options = live.live_options(
+            profile, region, endpoint_url, org, assume_role, usage, bucket, prefix, athena_table, athena_output
+        )
+        connectors.append(AwsLive(options, snapshot, data_events))
+    elif snapshot is not None or org or profile:
+        raise InputError("--snapshot, --org and --profile collect from AWS: they need --aws", "add --aws")
+    connectors += gcp_connectors(
+        gcp_dir,
+        gcp_policy,
+        gcp_roles,
+        gcp_logs,
+        gcp_insights,
+        gcp_project,
+        bigquery_table,
+        gcp_snapshot,
+        days,
+        window_end,
+        _tty_progress(),
+    )
     ruleset = load_rules(rules)
     request = AuditRequest(
         days=days,
@@ -155,6 +243,10 @@ def audit(
     if fail_on is not FailOn.none and not result.findings_at_or_above(fail_on.value).is_empty():
         typer.echo(f"auditor: findings at or above {fail_on.value}: failing (--fail-on {fail_on.value})", err=True)
         raise typer.Exit(EXIT_FINDINGS)
+
+
+app.add_typer(live.collect_app, name="collect")
+live.collect_app.command("gcp")(collect_gcp)
 
 
 @app.command("rules")

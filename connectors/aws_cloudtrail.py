@@ -10,12 +10,9 @@ counters ever cross process boundaries, so memory does not grow with the number 
 
 from __future__ import annotations
 
-import gc
-import multiprocessing
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +21,7 @@ from typing import Any
 import msgspec
 import orjson
 from auditor.connectors.aws_actions import ActionMapping, EventActionMapper
+from auditor.connectors.log_scan import ScanCounters, fold_files
 
 from auditor.catalog import aws_catalog, aws_resource_arn_formats
 from auditor.errors import InputError
@@ -103,23 +101,14 @@ class TrailOptions:
 
 
 @dataclass
-class Partial:
-    """Counters from some files; merged by addition."""
+class Partial(ScanCounters):
+    """Counters from some files: usage per (account, identity, action, outcome, evidence) holds
+    [calls, first, last, resources (None past the cap), every call carried a resource]."""
 
     usage: dict[tuple[str, str, str, str, str], list[Any]] = field(default_factory=dict)
-    unmapped: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
-    days: dict[str, set[str]] = field(default_factory=dict)
-    first: dict[str, str] = field(default_factory=dict)
-    last: dict[str, str] = field(default_factory=dict)
-    events_read: int = 0
-    events_in_window: int = 0
-    files_read: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    gaps: list[dict[str, Any]] = field(default_factory=list)
-    newest: str = ""
-    bad_records: dict[str, list[Any]] = field(default_factory=dict)
 
     def merge(self, other: Partial) -> None:
+        super().merge(other)
         for key, (calls, first, last, resources, complete) in other.usage.items():
             mine = self.usage.get(key)
             if mine is None:
@@ -131,30 +120,6 @@ class Partial:
             if mine[3] is not None:
                 mine[3] = None if resources is None else _capped(mine[3] | resources)
             mine[4] = mine[4] and complete
-        for key, count in other.unmapped.items():
-            self.unmapped[key] = self.unmapped.get(key, 0) + count
-        for account, days in other.days.items():
-            self.days.setdefault(account, set()).update(days)
-        for account, first in other.first.items():
-            self.first[account] = min(self.first.get(account, first), first)
-        for account, last in other.last.items():
-            self.last[account] = max(self.last.get(account, last), last)
-        for reason, count in other.skipped.items():
-            self.skipped[reason] = self.skipped.get(reason, 0) + count
-        self.events_read += other.events_read
-        self.events_in_window += other.events_in_window
-        self.files_read += other.files_read
-        self.gaps += other.gaps
-        for origin, (count, first) in other.bad_records.items():
-            self.gaps.append(
-                {
-                    "scope": origin,
-                    "reason": f"{count} malformed record(s) skipped, first {first}",
-                    "severity": "error",
-                    "count": count,
-                }
-            )
-        self.newest = max(self.newest, other.newest)
 
 
 def _capped(resources: set[str]) -> set[str] | None:
@@ -202,15 +167,8 @@ def _lookup_events(items: Iterable[_LookupEvent], origin: str, out: Partial) -> 
         try:
             events.append(_EVENT_DECODER.decode(item.CloudTrailEvent or ""))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            _bad_record(out, origin, f"Events[{index}].CloudTrailEvent", exc)
+            out.bad_record(origin, f"Events[{index}].CloudTrailEvent", exc)
     return events
-
-
-def _bad_record(out: Partial, origin: str, where: str, exc: Exception) -> None:
-    """Count a malformed record; the file's gap row names the first one and the count."""
-    out.skipped["malformed record"] = out.skipped.get("malformed record", 0) + 1
-    entry = out.bad_records.setdefault(origin, [0, f"{where}: {exc}"])
-    entry[0] += 1
 
 
 def _decode_records_one_by_one(raw: bytes, origin: str, out: Partial) -> list[Event]:
@@ -227,7 +185,7 @@ def _decode_records_one_by_one(raw: bytes, origin: str, out: Partial) -> list[Ev
         try:
             events.append(_EVENT_DECODER.decode(record))
         except msgspec.ValidationError as exc:
-            _bad_record(out, origin, f"Records[{index}]", exc)
+            out.bad_record(origin, f"Records[{index}]", exc)
     return events
 
 
@@ -243,7 +201,7 @@ def _decode_lines(raw: bytes, origin: str, out: Partial) -> list[Event]:
             else:
                 events.append(_EVENT_DECODER.decode(line))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            _bad_record(out, origin, f"line {number}", exc)
+            out.bad_record(origin, f"line {number}", exc)
     return events
 
 
@@ -358,6 +316,7 @@ def _init_worker(options: TrailOptions) -> None:
     global _CONTEXT
     if _CONTEXT is None or _CONTEXT.options != options:
         _CONTEXT = _Context(options, _CONTEXT)
+        _CONTEXT.mapper.namespace("s3.amazonaws.com")  # loads botocore's service index before any fork
 
 
 def _fold(events: list[Event], ctx: _Context, out: Partial) -> None:
@@ -504,14 +463,8 @@ def read_file(path: Path) -> Partial:
         if path.name.endswith(".gz"):
             raw = gunzip(raw, path)
         events = decode_file(raw, origin, out)
-    except InputError as exc:
-        out.gaps.append({"scope": origin, "reason": f"file skipped: {exc}", "severity": "error", "count": 1})
-        out.skipped["unreadable file"] = 1
-        return out
-    except (OSError, ValueError, msgspec.DecodeError) as exc:
-        out.gaps.append({"scope": origin, "reason": f"file skipped: {exc}", "severity": "error", "count": 1})
-        out.skipped["unreadable file"] = 1
-        return out
+    except (InputError, OSError, ValueError, msgspec.DecodeError) as exc:
+        return out.unreadable(origin, exc)
     out.files_read = 1
     _fold(events, _CONTEXT, out)
     return out
@@ -531,30 +484,7 @@ def scan(
     progress: Callable[[int, int], None] | None = None,
 ) -> Partial:
     """Fold all ``files``; in parallel processes when there are enough files to pay for them."""
-    workers = workers or os.cpu_count() or 1
-    total = Partial()
-    batches = [list(files[i : i + 32]) for i in range(0, len(files), 32)]
-    done = 0
-    if workers <= 1 or len(files) < 64:
-        _init_worker(options)
-        for batch in batches:
-            total.merge(_read_batch(batch))
-            done += len(batch)
-            if progress:
-                progress(done, len(files))
-        return total
-    _init_worker(options)  # built once here: forked workers inherit it (and botocore's loaded models)
-    assert _CONTEXT is not None
-    _CONTEXT.mapper.namespace("s3.amazonaws.com")
-    gc.freeze()  # forked workers must not copy-on-write the parent's heap through GC/refcount traffic
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(options,)) as pool:
-        for batch, partial in zip(batches, pool.map(_read_batch, batches), strict=True):
-            total.merge(partial)
-            done += len(batch)
-            if progress:
-                progress(done, len(files))
-    return total
+    return fold_files(files, _read_batch, Partial(), workers, progress, initializer=_init_worker, initargs=(options,))
 
 
 def newest_event_time(files: Sequence[Path], options: TrailOptions, workers: int | None = None) -> str:

@@ -2,19 +2,23 @@
 
 A snapshot directory (what ``auditor collect aws`` writes, or what a user assembles by hand) holds
 ``authorization-details*.json``, optionally ``event-selectors*.json``, and the logs (an ``AWSLogs/``
-tree or ``*.ndjson`` exports) anywhere below it.
+tree or ``*.ndjson`` exports) anywhere below it. A live collection adds ``manifest.json`` (its window
+becomes the default audit window, its gaps are reported), ``athena-usage.json`` and
+``access-advisor-*.json`` (more usage, see :mod:`auditor.connectors.aws_snapshot`), and per-account
+``event-selectors-<account>*.json`` that apply to that account only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from auditor.connectors import aws_cloudtrail as trail
+from auditor.connectors import aws_snapshot as snap
 from auditor.connectors.aws_coverage import (
     ObservabilityRules,
     TrailCoverage,
@@ -41,6 +45,7 @@ class AwsFiles:
     trail_paths: tuple[Path, ...]
     selector_files: tuple[Path, ...] = ()
     data_events: str | None = None
+    extras: snap.SnapshotExtras = field(default_factory=snap.SnapshotExtras)
     name: str = field(default="aws-files")
 
     @classmethod
@@ -54,7 +59,8 @@ class AwsFiles:
                 f"{root}: no {AUTH_GLOB} found",
                 "export it with `aws iam get-account-authorization-details --output json > authorization-details.json`",
             )
-        return cls(auth, (root,), tuple(sorted(root.glob(SELECTORS_GLOB))), data_events)
+        selectors = tuple(sorted(root.glob(SELECTORS_GLOB)))
+        return cls(auth, (root,), selectors, data_events, snap.SnapshotExtras.discover(root))
 
     def collect(self, request: AuditRequest, progress: Progress = no_progress) -> model.AuditInput:
         return collect_files(self, request, progress)
@@ -153,26 +159,60 @@ def scan_trail(
     return partial, start, end
 
 
+def _trail_coverages(source: AwsFiles, request: AuditRequest) -> tuple[TrailCoverage | None, dict[str, TrailCoverage]]:
+    """The coverage of every account, and of the accounts with their own ``event-selectors-<account>``."""
+    general = [p for p in source.selector_files if not snap.ACCOUNT_SELECTORS.match(p.name)]
+    own: dict[str, list[Path]] = {}
+    for path in source.selector_files:
+        if match := snap.ACCOUNT_SELECTORS.match(path.name):
+            own.setdefault(match.group(1), []).append(path)
+    default = _coverage([TrailCoverage.from_selectors_file(p) for p in general]) or (
+        TrailCoverage.declared(source.data_events, ObservabilityRules.load(request.rule_dirs))
+        if source.data_events
+        else None
+    )
+    by_account = {
+        account: _coverage([TrailCoverage.from_selectors_file(p) for p in (*general, *paths)])
+        for account, paths in own.items()
+    }
+    return default, {a: c for a, c in by_account.items() if c is not None}
+
+
+def _has_log_files(paths: Sequence[Path]) -> bool:
+    try:
+        return bool(trail.find_log_files(paths))
+    except InputError:
+        return False
+
+
 def collect_files(source: AwsFiles, request: AuditRequest, progress: Progress = no_progress) -> model.AuditInput:
+    extras = source.extras
+    if request.until is None and (collected_end := extras.window_end()) is not None:
+        request = replace(request, until=collected_end)  # a snapshot audits the window it was collected for
     identities, grants, gaps = _grants(source.auth_files, request)
     agents = frozenset(identities.filter(pl.col("is_agent"))["identity"].to_list())
-    partial, start, end = scan_trail(source.trail_paths, request, agents, progress)
+    if extras.has_usage and not _has_log_files(source.trail_paths):  # e.g. Athena only: no log file at all
+        start, end = trail.window_bounds("", request.until or datetime.now(UTC), request.days)
+        partial = trail.Partial()
+    else:
+        partial, start, end = scan_trail(source.trail_paths, request, agents, progress)
+    added = extras.read(agents, start, end, request.rule_dirs)
+    partial.merge(added.partial)
+    coverage, coverage_by_account = _trail_coverages(source, request)
+    extra_files = (*filter(None, [extras.manifest]), *extras.athena_files, *extras.advisor_files)
     return assemble(
         identities,
         grants,
-        gaps,
+        pl.concat([gaps, model.frame(added.gaps, model.GAPS)]),
         partial,
         start,
         end,
         request,
-        coverage=_coverage([TrailCoverage.from_selectors_file(p) for p in source.selector_files])
-        or (
-            TrailCoverage.declared(source.data_events, ObservabilityRules.load(request.rule_dirs))
-            if source.data_events
-            else None
-        ),
+        coverage=coverage,
         origin=", ".join(str(p) for p in source.trail_paths),
-        sources=tuple(str(p) for p in (*source.auth_files, *source.trail_paths)),
+        sources=tuple(str(p) for p in (*source.auth_files, *source.trail_paths, *extra_files)),
+        coverage_by_account=coverage_by_account,
+        extra_coverage=added.coverage,
     )
 
 
@@ -189,6 +229,8 @@ def assemble(
     sources: tuple[str, ...],
     extra_usage: pl.DataFrame | None = None,
     extra_observability: Sequence[dict[str, Any]] = (),
+    coverage_by_account: Mapping[str, TrailCoverage] | None = None,
+    extra_coverage: Sequence[dict[str, Any]] = (),
 ) -> model.AuditInput:
     """Turn grants plus folded CloudTrail counters into the normalized input of the diff engine."""
     catalog = aws_catalog()
@@ -197,7 +239,7 @@ def assemble(
     observability: list[dict[str, Any]] = list(extra_observability)
     coverage_rows: list[dict[str, Any]] = []
     for account in accounts:
-        observability += observability_rows(account, coverage, rules, catalog)
+        observability += observability_rows(account, (coverage_by_account or {}).get(account, coverage), rules, catalog)
         days = partial.days.get(account, set())
         missing = missing_days(days, start, end)
         if missing:
@@ -228,6 +270,7 @@ def assemble(
                 ),
             }
         )
+    coverage_rows += extra_coverage
     trail_gaps = model.frame([{"provider": "aws", "account": None, **g} for g in partial.gaps], model.GAPS)
     unmapped = model.frame(
         [

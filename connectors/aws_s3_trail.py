@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path, PurePosixPath
@@ -20,6 +20,7 @@ from typing import Any
 import botocore.exceptions as bce
 from auditor.connectors.aws_session import EXPIRED_CODES
 from auditor.connectors.aws_snapshot import atomic_file
+from botocore.parsers import ResponseParserError
 
 CHUNK = 1 << 20
 #: CloudTrail delivers a file into the folder of its delivery day, up to ~15 minutes after the
@@ -90,7 +91,11 @@ class DownloadReport:
 
 
 class Downloader:
-    """Lists the window's day folders and downloads their objects with a shared, bounded pool."""
+    """Lists the window's day folders and downloads their objects with a shared, bounded pool.
+
+    At most ``in_flight`` downloads are queued at a time and listings feed them as they arrive, so
+    memory stays flat however many objects the window holds.
+    """
 
     def __init__(
         self,
@@ -98,18 +103,29 @@ class Downloader:
         bucket: str,
         root: Path,
         pool: Executor,
+        in_flight: int,
         progress: Callable[[int, int], None],
     ) -> None:
-        self.client, self.bucket, self.root, self.pool, self.progress = client, bucket, root, pool, progress
+        self.client, self.bucket, self.root, self.pool = client, bucket, root, pool
+        self.in_flight, self.progress = max(1, in_flight), progress
         self._stop = threading.Event()
 
     def run(self, prefixes: list[str]) -> DownloadReport:
         report = DownloadReport()
         listings = [self.pool.submit(list_keys, self.client, self.bucket, p) for p in prefixes]
-        objects = [item for listing in listings for item in listing.result()]
-        report.listed = len(objects)
-        futures = [self.pool.submit(self._fetch, key, size) for key, size in objects]
-        for done, future in enumerate(as_completed(futures), start=1):
+        pending: set[Future[tuple[str, str, int, str]]] = set()
+        for listing in listings:
+            for key, size in listing.result():
+                report.listed += 1
+                if len(pending) >= self.in_flight:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    self._tally(report, finished)
+                pending.add(self.pool.submit(self._fetch, key, size))
+        self._tally(report, wait(pending).done)
+        return report
+
+    def _tally(self, report: DownloadReport, finished: set[Future[tuple[str, str, int, str]]]) -> None:
+        for future in finished:
             status, key, size, message = future.result()
             if status == "downloaded":
                 report.downloaded += 1
@@ -121,8 +137,7 @@ class Downloader:
             else:
                 entry = report.failures.setdefault(status, [0, key, message])
                 entry[0] += 1
-            self.progress(done, len(futures))
-        return report
+        self.progress(report.downloaded + report.reused + report.cancelled + report.failed, report.listed)
 
     def _fetch(self, key: str, size: int) -> tuple[str, str, int, str]:
         if self._stop.is_set():
@@ -142,7 +157,7 @@ class Downloader:
             code = str(error.get("Code", "ClientError"))
             if code in EXPIRED_CODES:
                 self._stop.set()
-            return code, key, 0, str(error.get("Message", "")).strip()
-        except (bce.BotoCoreError, OSError) as exc:
+            return code, key, 0, " ".join(str(error.get("Message", "")).split())[:300]
+        except (bce.BotoCoreError, ResponseParserError, OSError) as exc:
             return type(exc).__name__, key, 0, str(exc)
         return "downloaded", key, size, ""

@@ -17,6 +17,7 @@ import boto3
 import botocore.exceptions as bce
 from auditor.connectors.aws_actions import EventActionMapper
 from botocore.config import Config
+from botocore.parsers import ResponseParserError
 
 from auditor import __version__
 from auditor.catalog import aws_catalog
@@ -31,6 +32,8 @@ EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpi
 THROTTLED_CODES = frozenset(
     {"Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "SlowDown"}
 )
+#: What a failed call can raise besides ClientError.
+SDK_ERRORS = (bce.ClientError, bce.BotoCoreError, ResponseParserError)
 #: Called with every boto3 session the connector creates (tests register botocore event hooks here).
 SessionHook = Callable[[boto3.Session], None]
 
@@ -83,7 +86,7 @@ def explain(exc: Exception, principal: str, endpoint_prefix: str = "") -> Connec
         return exc
     if isinstance(exc, bce.ClientError):
         error = exc.response.get("Error", {})
-        code, message = str(error.get("Code", "")), str(error.get("Message", "")).strip()
+        code, message = str(error.get("Code", "")), " ".join(str(error.get("Message", "")).split())[:300]
         action = iam_action(endpoint_prefix, exc.operation_name) if endpoint_prefix else exc.operation_name
         if _is_denied(code):
             return ConnectorError(f"{action} denied for {principal}", f"grant it: see {POLICY_PATH}")
@@ -107,6 +110,8 @@ def explain(exc: Exception, principal: str, endpoint_prefix: str = "") -> Connec
         return ConnectorError(f"AWS SSO session unusable ({exc})", "run `aws sso login` and rerun")
     if isinstance(exc, (bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ReadTimeoutError)):
         return ConnectorError(f"cannot reach AWS ({exc})", "check --region, --endpoint-url and the network")
+    if isinstance(exc, ResponseParserError):  # e.g. an HTML error page from a proxy or endpoint
+        return ConnectorError(f"unreadable answer from AWS ({str(exc).splitlines()[0]})", "check --endpoint-url")
     if isinstance(exc, bce.BotoCoreError):
         return ConnectorError(f"AWS SDK error: {exc}")
     raise exc

@@ -113,6 +113,7 @@ def prepare(root: Path) -> None:
     for pattern in METADATA_GLOBS:
         for stale in root.glob(pattern):
             stale.unlink()
+    write_json(root / MANIFEST, {"schema": SCHEMA, "complete": False})  # replaced by the real one at the end
 
 
 # ----------------------------------------------------------------------------- reading
@@ -236,16 +237,14 @@ def fold_advisor(
     account = str(doc.get("account") or "?")
     tracked_services: set[str] = set()
     service_level: set[str] = set()
-    not_accessed = 0
-    observed = 0
-    identities = 0
+    not_accessed = observed = identities = failed = 0
     for ident in doc.get("identities") or []:
         arn = ident.get("arn") or ""
         if agents is not None and arn not in agents:
             continue
         identities += 1
-        if ident.get("error"):
-            out.gaps.append(_gap(account, f"{origin}: {arn}", f"Access Advisor: {ident['error']}", "error"))
+        if ident.get("error"):  # the collection put the failure in the manifest's gaps
+            failed += 1
             continue
         for service in ident.get("services") or []:
             namespace = str(service.get("ServiceNamespace") or "")
@@ -281,7 +280,8 @@ def fold_advisor(
                 "events_read": observed,
                 "events_in_window": observed,
                 "files_read": 1,
-                "detail": f"Access Advisor for {identities} identities: {observed} action-level accesses in the "
+                "detail": f"Access Advisor for {identities} identities ({failed} without data): {observed} "
+                f"action-level accesses in the "
                 f"window (action-level tracking for {', '.join(sorted(tracked_services)) or 'no service'}); "
                 f"service-level only, proving no action: {', '.join(sorted(service_level)) or 'none'}; "
                 f"{not_accessed} granted service(s) not accessed in the window. Counts attempts, denied ones too.",
@@ -313,6 +313,10 @@ class SnapshotExtras:
         doc = load_json(self.manifest, "the manifest.json `auditor collect aws` writes")
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
             raise InputError(f"{self.manifest}: not an {SCHEMA} manifest", "recollect with `auditor collect aws`")
+        if not doc.get("complete"):
+            raise InputError(
+                f"{self.manifest}: the collection into this folder did not finish", "rerun `auditor collect aws`"
+            )
         return doc
 
     def window_end(self) -> datetime | None:
@@ -341,6 +345,13 @@ class SnapshotExtras:
                 for g in manifest.get("gaps") or []
             ]
         )
+        collected = manifest.get("window") or {}
+        if collected.get("start") and start < collected["start"]:
+            reason = (
+                f"the audit window starts {start}, before the collected window {collected['start']} .. "
+                f"{collected.get('end')}: earlier days have no evidence (audit with --days {collected.get('days')})"
+            )
+            out.gaps.append(_gap(None, str(self.manifest), reason))
         for account in manifest.get("accounts") or []:
             usage = account.get("usage") or {}
             if usage.get("detail"):
@@ -349,8 +360,8 @@ class SnapshotExtras:
                         "provider": "aws",
                         "account": account.get("account"),
                         "source": f"collected: {usage.get('source')}",
+                        "detail": usage["detail"],
                     }
-                    | {"detail": usage["detail"]}
                 )
         parts: list[Extras] = []
         if self.athena_files:

@@ -51,7 +51,8 @@ from auditor.jsonio import load_json
 
 ROLES_HINT = (
     "export the roles the policy references: for r in $(gcloud projects get-iam-policy P --format=json "
-    "| jq -r '.bindings[].role' | sort -u); do gcloud iam roles describe $r --format=json > roles/${r//\\//_}.json; done"
+    "| jq -r '.bindings[].role' | sort -u); do gcloud iam roles describe $r --format=json "
+    "> roles/${r//\\//_}.json; done"
 )
 POLICY_HINT = "export it with `gcloud projects get-iam-policy PROJECT --format=json > policies/projects/PROJECT.json`"
 LOGS_HINT = (
@@ -81,13 +82,17 @@ class GcpFiles:
             raise InputError(f"{root}: not a directory", "pass the folder holding policies/, roles/ and logs/")
         policies = sorted(root.glob("policies/*/*.json")) + sorted(root.glob("iam-policy*.json"))
         if not policies:
-            raise InputError(f"{root}: no IAM policy (policies/projects/<PROJECT>.json or iam-policy.json)", POLICY_HINT)
+            raise InputError(
+                f"{root}: no IAM policy (policies/projects/<PROJECT>.json or iam-policy.json)", POLICY_HINT
+            )
         if not (root / "roles").is_dir():
             raise InputError(f"{root}: no roles/ folder with role definitions", ROLES_HINT)
         logs = tuple(p for p in (root / "logs", root / "cloudaudit.googleapis.com") if p.is_dir())
         aggregates = tuple(sorted(root.glob("bigquery-usage*.json")))
         if not logs and not aggregates:
-            raise InputError(f"{root}: no audit logs (logs/, cloudaudit.googleapis.com/ or bigquery-usage.json)", LOGS_HINT)
+            raise InputError(
+                f"{root}: no audit logs (logs/, cloudaudit.googleapis.com/ or bigquery-usage.json)", LOGS_HINT
+            )
         manifest_path = root / "manifest.json"
         return cls(
             tuple(policies),
@@ -183,8 +188,12 @@ def _scan(
     files = gcp_logs.find_log_files(source.log_paths) if source.log_paths else []
     newest = "" if request.until or docs else gcp_logs.newest_entry_time(files)
     start, end, notes = _window(request, newest, docs)
-    partial = gcp_logs.scan(files, gcp_logs.ScanOptions(start, end, agents), request.workers,
-                            lambda d, t: progress("Cloud Audit Log files", d, t))
+    partial = gcp_logs.scan(
+        files,
+        gcp_logs.ScanOptions(start, end, agents),
+        request.workers,
+        lambda d, t: progress("Cloud Audit Log files", d, t),
+    )
     if not request.until and not docs and partial.newest > end:
         start, end, notes = _window(request, partial.newest, docs)
         partial = gcp_logs.scan(files, gcp_logs.ScanOptions(start, end, agents), request.workers)
@@ -292,15 +301,17 @@ def collect_files(source: GcpFiles, request: AuditRequest, progress: Progress = 
         "files_read": partial.files_read,
         "detail": "; ".join(f"{count:,} skipped: {reason}" for reason, count in sorted(partial.skipped.items())),
     }
-    extra_gaps = [
-        {"provider": "gcp", "account": project, "severity": "error", **g} for g in partial.gaps
-    ] + [
-        {"provider": "gcp", "account": project, "scope": "window", "reason": n, "severity": "warning", "count": 1}
-        for n in notes
-    ] + [
-        {"provider": "gcp", "account": project, "count": 1, "severity": "warning", **g}
-        for g in (source.manifest or {}).get("gaps", [])
-    ]
+    extra_gaps = (
+        [{"provider": "gcp", "account": project, "severity": "error", **g} for g in partial.gaps]
+        + [
+            {"provider": "gcp", "account": project, "scope": "window", "reason": n, "severity": "warning", "count": 1}
+            for n in notes
+        ]
+        + [
+            {"provider": "gcp", "account": project, "count": 1, "severity": "warning", **g}
+            for g in (source.manifest or {}).get("gaps", [])
+        ]
+    )
     unmapped = [
         {"provider": "gcp", "account": p, "identity": i, "event": e, "calls": n, "reason": r}
         for (p, i, e, r), n in sorted(partial.unmapped.items())
@@ -315,6 +326,14 @@ def collect_files(source: GcpFiles, request: AuditRequest, progress: Progress = 
         gaps=pl.concat([grants.gaps, model.frame(role_gaps, model.GAPS), model.frame(extra_gaps, model.GAPS)]),
         catalogs={"gcp": catalog},
         window=model.Window(_parse(start), _parse(end)),
-        sources=tuple(str(p) for p in (*source.policy_files, *source.role_paths, *source.log_paths,
-                                       *source.aggregate_files, *source.insight_files)),
+        sources=tuple(
+            str(p)
+            for p in (
+                *source.policy_files,
+                *source.role_paths,
+                *source.log_paths,
+                *source.aggregate_files,
+                *source.insight_files,
+            )
+        ),
     )

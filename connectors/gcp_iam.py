@@ -242,7 +242,7 @@ def build_grants(
                     entry.etags[policy.resource] = policy.etag
                 if len(binding.members) == 1:
                     entry.sole_member.append(statement_id)
-                where = {"project": "", "resource": ""}.get(policy.level, " (inherited)")
+                where = " (inherited)" if policy.level in ("folders", "organizations") else ""
                 entry.statements.append(
                     {
                         "provider": "gcp",

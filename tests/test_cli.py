@@ -13,7 +13,9 @@ from builders import ACCOUNT, allow, auth_details, event, policy, role, role_arn
 
 from auditor import aws_policy
 
-SCHEMA = json.loads((Path(__file__).parents[1] / "auditor" / "schemas" / "blocklist.schema.json").read_text())
+SCHEMAS = Path(__file__).parents[1] / "auditor" / "schemas"
+SCHEMA = json.loads((SCHEMAS / "blocklist.schema.json").read_text())
+REPORT_SCHEMA = json.loads((SCHEMAS / "report.schema.json").read_text())
 END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
@@ -82,7 +84,7 @@ def test_policy_is_valid_iam_json_allowing_exactly_the_used_actions(audited):
 def test_report_json_agrees_with_permissions(audited):
     out, _ = audited
     report = json.loads((out / "report.json").read_text())
-    assert report["schema"] == "auditor.report/v1"
+    jsonschema.validate(report, REPORT_SCHEMA)
     (bot,) = report["identities"]
     used = {p["action"] for p in bot["used_permissions"]}
     assert used == {"dynamodb:DescribeTable", "dynamodb:DeleteTable"}

@@ -6,6 +6,7 @@ never disagree. Nothing secret goes in: no access keys, no request parameters, n
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import polars as pl
@@ -47,6 +48,7 @@ def _identity(result: AuditResult, audit, policies: dict[tuple[str, str], Identi
         "action", "granted", "calls", "first_seen", "last_seen", "evidence", "resources_seen", "destructive"
     )
     policy = policies.get(key)
+    attributes = json.loads(ident["attributes"] or "{}")
     return {
         "provider": audit.provider,
         "account": audit.account,
@@ -68,7 +70,19 @@ def _identity(result: AuditResult, audit, policies: dict[tuple[str, str], Identi
         "apply_commands": policy.apply if policy else [],
         "policy_note": policy.note if policy else None,
         "kept_unobservable": len(policy.kept_unobservable) if policy else 0,
+        "policy_alternative": policy.alternative if policy else None,
+        "notes": attributes.get("notes", []) if isinstance(attributes, dict) else [],
     }
+
+
+def _not_audited(result: AuditResult) -> list[dict[str, Any]]:
+    """Identities the connectors report but exclude from the audit on purpose (service agents,
+    deleted service accounts ...): ``selected_by`` says why, ``is_agent`` is false."""
+    rows = result.data.identities.filter(~pl.col("is_agent") & pl.col("selected_by").is_not_null())
+    return [
+        {k: r[k] for k in ("provider", "account", "identity", "kind", "selected_by")}
+        for r in rows.sort(["provider", "account", "identity"]).iter_rows(named=True)
+    ]
 
 
 def report(result: AuditResult, policies: list[IdentityPolicies], written: list[str]) -> dict[str, Any]:
@@ -97,6 +111,7 @@ def report(result: AuditResult, policies: list[IdentityPolicies], written: list[
             "worst_severity": worst,
         },
         "identities": identities,
+        "not_audited": _not_audited(result),
         "findings": _records(result.findings),
         "coverage": _records(data.coverage),
         "observability": _records(

@@ -160,7 +160,23 @@ def _identity_section(doc: dict[str, Any], ident: dict[str, Any]) -> list[str]:
             )
     if ident["policy_note"]:
         lines += ["", f"Note: {ident['policy_note']}"]
+    if ident["policy_alternative"]:
+        lines += ["", f"Alternative: {ident['policy_alternative']}."]
+    if ident["notes"]:
+        lines += ["", *(f"- {note}" for note in ident["notes"])]
     return [*lines, ""]
+
+
+def _not_audited(doc: dict[str, Any]) -> list[str]:
+    if not doc["not_audited"]:
+        return []
+    rows = [[i["provider"], i["account"], i["identity"], i["kind"], i["selected_by"]] for i in doc["not_audited"]]
+    return [
+        "## Reported, not audited",
+        "",
+        tabulate(rows, headers=["cloud", "account / project", "identity", "kind", "why"], tablefmt="github"),
+        "",
+    ]
 
 
 def _coverage(doc: dict[str, Any]) -> list[str]:
@@ -185,7 +201,7 @@ def _coverage(doc: dict[str, Any]) -> list[str]:
                 rows,
                 headers=[
                     "cloud",
-                    "account",
+                    "account / project",
                     "source",
                     "first event",
                     "last event",
@@ -240,5 +256,5 @@ def render(doc: dict[str, Any]) -> str:
     lines = [*_header(doc), *_summary(doc), *_findings_table(doc), "## Identities", ""]
     for ident in doc["identities"]:
         lines += _identity_section(doc, ident)
-    lines += [*_coverage(doc), *_unmapped(doc), *_gaps(doc)]
+    lines += [*_not_audited(doc), *_coverage(doc), *_unmapped(doc), *_gaps(doc)]
     return "\n".join(lines).rstrip() + "\n"

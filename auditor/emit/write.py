@@ -33,6 +33,7 @@ def _policy_index(policies: list[IdentityPolicies]) -> str:
                     "files": [f.path for f in p.files],
                     "apply": p.apply,
                     "note": p.note,
+                    "alternative": p.alternative,
                     "kept_unobservable": p.kept_unobservable,
                 }
                 for p in policies

@@ -1,0 +1,147 @@
+"""GCP grants: policies, role definitions, principals, agent selection."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from auditor.connectors.gcp_iam import (
+    build_grants,
+    load_roles,
+    parse_asset_policies,
+    parse_policy,
+    principal_of,
+    service_account_labels,
+)
+from auditor.connectors.gcp_rules import GcpRules
+from gcp_builders import binding, policy, role, sa
+
+from auditor.errors import InputError
+from auditor.ruleset_files import rule_dirs
+from auditor.selection import AgentSelector
+
+RULES = GcpRules.load(rule_dirs())
+BOT = sa("bot")
+ROLES = {
+    "roles/editor": role("roles/editor", "compute.instances.stop", "storage.objects.create"),
+    "roles/logging.viewer": role("roles/logging.viewer", "logging.logEntries.list"),
+    "projects/p1/roles/custom": role("projects/p1/roles/custom", "run.services.update"),
+}
+
+
+def _roles(tmp_path):
+    (tmp_path / "roles").mkdir()
+    (tmp_path / "roles" / "all.json").write_text(json.dumps(list(ROLES.values())))
+    roles, gaps = load_roles([tmp_path / "roles"])
+    assert not gaps
+    return roles
+
+
+def test_principals_as_written_in_bindings():
+    assert principal_of(f"serviceAccount:{BOT}").kind == "service_account"
+    assert principal_of("user:a@x.com").identity == "a@x.com"
+    wif = "principal://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/subject/s"
+    assert principal_of(wif).identity == wif
+    deleted = principal_of(f"deleted:serviceAccount:{BOT}?uid=123")
+    assert (deleted.identity, deleted.kind) == (BOT, "deleted_service_account")
+    for member in ("group:g@x.com", "domain:x.com", "allUsers", "allAuthenticatedUsers", "principalSet://x/y"):
+        assert principal_of(member) is None
+
+
+def test_labels_come_from_labels_or_description_words():
+    assert service_account_labels({"description": "Deploys things. agent=true team=sre"}) == {
+        "agent": "true",
+        "team": "sre",
+    }
+    assert service_account_labels({"labels": {"agent": "yes"}, "description": "agent=false"}) == {"agent": "yes"}
+
+
+def test_grants_one_row_per_binding_member_with_origin_and_condition(tmp_path):
+    condition = {"title": "t", "expression": "request.time < timestamp('2027-01-01T00:00:00Z')"}
+    project = parse_policy(
+        policy(
+            binding("roles/editor", "group:g@x.com", f"serviceAccount:{BOT}"),
+            binding("projects/p1/roles/custom", f"serviceAccount:{BOT}", condition=condition),
+        ),
+        "projects/p1",
+        "project.json",
+    )
+    folder = parse_policy(policy(binding("roles/logging.viewer", f"serviceAccount:{BOT}")), "folders/9", "f.json")
+    grants = build_grants(
+        "p1", [project, folder], _roles(tmp_path), {BOT: {"description": "agent=true"}}, AgentSelector(), RULES
+    )
+    rows = {r["source"]: r for r in grants.grants.iter_rows(named=True)}
+    assert set(rows) == {
+        "roles/editor on projects/p1",
+        "projects/p1/roles/custom on projects/p1",
+        "roles/logging.viewer on folders/9 (inherited)",
+    }
+    editor = rows["roles/editor on projects/p1"]
+    assert editor["statement_id"] == "projects/p1#/bindings/0/members/1"
+    assert editor["source_kind"] == "admin-role" and editor["resources"] == ["projects/p1"]
+    assert editor["actions"] == ["compute.instances.stop", "storage.objects.create"]
+    assert json.loads(rows["projects/p1/roles/custom on projects/p1"]["condition"]) == condition
+    (identity,) = grants.identities.iter_rows(named=True)
+    assert identity["is_agent"] and identity["selected_by"] == "tag agent=true"
+    attributes = json.loads(identity["attributes"])
+    assert attributes["sole_member"] == ["projects/p1#/bindings/1/members/0", "folders/9#/bindings/0/members/0"]
+    assert attributes["policy_etags"]["projects/p1"] == "BwXYZ123abc="
+
+
+def test_deleted_accounts_and_service_agents_are_reported_not_audited(tmp_path):
+    agent = "service-123@gcp-sa-cloudbuild.iam.gserviceaccount.com"
+    project = parse_policy(
+        policy(
+            binding(
+                "roles/editor",
+                f"serviceAccount:{agent}",
+                f"deleted:serviceAccount:{BOT}?uid=1",
+                "serviceAccount:123@cloudservices.gserviceaccount.com",
+            )
+        ),
+        "projects/p1",
+        "p.json",
+    )
+    grants = build_grants("p1", [project], _roles(tmp_path), {}, AgentSelector(everyone=True), RULES)
+    ids = {r["identity"]: r for r in grants.identities.iter_rows(named=True)}
+    assert not any(r["is_agent"] for r in ids.values())
+    assert ids[BOT]["selected_by"].startswith("deleted service account")
+    assert ids[agent]["selected_by"].startswith("Google-managed service agent")
+    (gap,) = grants.gaps.iter_rows(named=True)
+    assert gap["severity"] == "warning" and "deleted service account still bound" in gap["reason"]
+
+
+def test_a_role_without_definition_is_a_gap_naming_the_export_command(tmp_path):
+    project = parse_policy(policy(binding("roles/run.admin", f"serviceAccount:{BOT}")), "projects/p1", "p.json")
+    grants = build_grants("p1", [project], _roles(tmp_path), {}, AgentSelector(everyone=True), RULES)
+    (gap,) = grants.gaps.iter_rows(named=True)
+    assert gap["severity"] == "error" and "gcloud iam roles describe roles/run.admin" in gap["reason"]
+    assert grants.grants["actions"].to_list() == [[]]
+
+
+def test_asset_search_gives_resource_level_policies():
+    doc = [
+        {"resource": "//cloudresourcemanager.googleapis.com/projects/p1", "policy": {"bindings": []}},
+        {"resource": "//storage.googleapis.com/b1", "policy": {"bindings": [binding("roles/x", "user:a@x.com")]}},
+    ]
+    (bucket,) = parse_asset_policies(doc, "assets.json")
+    assert bucket.level == "resource" and bucket.bindings[0].role == "roles/x"
+
+
+def test_malformed_inputs_are_one_line_errors(tmp_path):
+    with pytest.raises(InputError, match="not an IAM policy"):
+        parse_policy(["x"], "projects/p1", "p.json")
+    with pytest.raises(InputError, match=r"bindings\[0\] has no role"):
+        parse_policy({"bindings": [{"members": []}]}, "projects/p1", "p.json")
+    (tmp_path / "r.json").write_text('{"name": "roles/x"')
+    with pytest.raises(InputError, match="invalid JSON"):
+        load_roles([tmp_path / "r.json"])
+    (tmp_path / "r.json").write_text('[{"title": "no name"}]')
+    roles, gaps = load_roles([tmp_path / "r.json"])
+    assert not roles and "not a role definition" in gaps[0]["reason"]
+
+
+def test_yaml_role_definitions_are_read(tmp_path):
+    (tmp_path / "r.yaml").write_text("name: roles/x\ntitle: X\nstage: GA\nincludedPermissions:\n- a.b.get\n")
+    roles, _ = load_roles([tmp_path / "r.yaml"])
+    assert roles["roles/x"].permissions == ("a.b.get",)
