@@ -16,14 +16,13 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+
+from procmem import run_command
 
 PROJECT = "bench-project"
 AGENTS = [f"agent-{i:02d}@{PROJECT}.iam.gserviceaccount.com" for i in range(40)]
@@ -162,41 +161,6 @@ def generate(root: Path, entries: int, seed: int = 11) -> Path:
     return root
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants."""
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            with open(f"/proc/{current}/statm") as handle:
-                total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            with open(f"/proc/{current}/task/{current}/children") as handle:
-                stack += [int(c) for c in handle.read().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
-
-
-def _measure(command: list[str]) -> tuple[float, int]:
-    peak = [0]
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-
-    def sample() -> None:
-        while process.poll() is None:
-            peak[0] = max(peak[0], _tree_rss(process.pid))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    code = process.wait()
-    elapsed = time.perf_counter() - start
-    sampler.join()
-    if code != 0:
-        raise SystemExit(f"{command[:4]} exited with {code}")
-    return elapsed, peak[0]
-
-
 PARSE = """
 import sys
 from pathlib import Path
@@ -239,7 +203,7 @@ def main() -> None:
             ),
         ]
         for label, command in runs:
-            elapsed, peak = _measure(command)
+            elapsed, peak = run_command(command)
             print(f"{entries:>10,} {label:<28} {elapsed:>8.1f} {entries / elapsed:>10,.0f} {peak / 2**20:>13,.0f} MiB")
         print(f"({size / 2**20:,.0f} MiB of NDJSON in {sum(1 for _ in logs.rglob('*.json')):,} files)")
 

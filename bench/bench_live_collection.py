@@ -27,7 +27,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -36,12 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+
 from auditor.connectors.aws_files import AwsFiles
 from auditor.connectors.aws_live import AdvisorScope, LiveOptions, collect_snapshot
 from auditor.connectors.base import AuditRequest
-
 from auditor.ruleset import load_rules
 from auditor.selection import AgentSelector
+from procmem import measured
 
 ACCOUNT = "123456789012"  # moto's default account
 BUCKET = "bench-cloudtrail"
@@ -152,41 +152,6 @@ def seed(url: str, objects: int, events_per_object: int) -> int:
                 )
             )
     return len(keys)
-
-
-def _tree_rss(pid: int, exclude: int) -> int:
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        if current == exclude:
-            continue
-        try:
-            with open(f"/proc/{current}/statm") as handle:
-                total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            with open(f"/proc/{current}/task/{current}/children") as handle:
-                stack += [int(c) for c in handle.read().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
-
-
-def measured(work: Callable[[], Any], exclude: int) -> tuple[Any, float, int]:
-    """Run ``work``; return its result, seconds, and the peak RSS of this process tree (``exclude`` left out)."""
-    peak, running = [0], [True]
-
-    def sample() -> None:
-        while running[0]:
-            peak[0] = max(peak[0], _tree_rss(os.getpid(), exclude))
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    start = time.perf_counter()
-    result = work()
-    elapsed = time.perf_counter() - start
-    running[0] = False
-    sampler.join()
-    return result, elapsed, peak[0]
 
 
 def latency_hook(milliseconds: float) -> Callable[[boto3.Session], None] | None:

@@ -16,12 +16,11 @@ import gzip
 import json
 import os
 import random
-import subprocess
 import sys
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from procmem import run_command
 
 ACCOUNT = "210987654321"
 ROLES = [f"bench-agent-{i:02d}" for i in range(50)]
@@ -193,42 +192,9 @@ def generate(root: Path, events: int, seed: int = 7) -> Path:
     return root
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants."""
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            with open(f"/proc/{current}/statm") as handle:
-                total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            with open(f"/proc/{current}/task/{current}/children") as handle:
-                stack += [int(c) for c in handle.read().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
-
-
 def run(root: Path, workers: int | None) -> tuple[float, int]:
     command = [sys.executable, "-m", "auditor", "audit", "--aws-dir", str(root), "--out", str(root / "out"), "-q"]
-    if workers:
-        command += ["--workers", str(workers)]
-    peak = [0]
-    start = time.perf_counter()
-    process = subprocess.Popen(command)
-
-    def sample() -> None:
-        while process.poll() is None:
-            peak[0] = max(peak[0], _tree_rss(process.pid))
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    code = process.wait()
-    elapsed = time.perf_counter() - start
-    sampler.join()
-    if code != 0:
-        raise SystemExit(f"auditor exited with {code}")
-    return elapsed, peak[0]
+    return run_command(command + (["--workers", str(workers)] if workers else []))
 
 
 def main() -> None:

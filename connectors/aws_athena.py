@@ -19,7 +19,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from auditor.connectors.aws_snapshot import iso
-
 from auditor.errors import ConnectorError, InputError
 
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")

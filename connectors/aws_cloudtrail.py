@@ -20,10 +20,10 @@ from typing import Any
 
 import msgspec
 import orjson
-from auditor.connectors.aws_actions import ActionMapping, EventActionMapper
-from auditor.connectors.log_scan import ScanCounters, fold_files
 
 from auditor.catalog import aws_catalog, aws_resource_arn_formats
+from auditor.connectors.aws_actions import ActionMapping, EventActionMapper
+from auditor.connectors.log_scan import ScanCounters, fold_files
 from auditor.errors import InputError
 from auditor.jsonio import gunzip
 from auditor.narrowing import NarrowingRules
@@ -180,13 +180,7 @@ def _decode_records_one_by_one(raw: bytes, origin: str, out: Partial) -> list[Ev
         records = _RAW_LIST_DECODER.decode(top["Records"])
     except msgspec.ValidationError:
         raise ValueError("Records is not a list") from None
-    events = []
-    for index, record in enumerate(records):
-        try:
-            events.append(_EVENT_DECODER.decode(record))
-        except msgspec.ValidationError as exc:
-            out.bad_record(origin, f"Records[{index}]", exc)
-    return events
+    return out.decode_each(_EVENT_DECODER, records, origin, "Records")
 
 
 def _decode_lines(raw: bytes, origin: str, out: Partial) -> list[Event]:
@@ -379,23 +373,8 @@ def _fold(events: list[Event], ctx: _Context, out: Partial) -> None:
         evidence = "cloudtrail-console" if console is True or console == "true" else "cloudtrail"
         resources = event.resources
         for action in mapping.actions:
-            arns = _matching(ctx, arn_cache, action, resources) if resources else ()
-            key = (identity_account, identity, action, outcome, evidence)
-            entry = usage.get(key)
-            if entry is None:
-                usage[key] = [1, when, when, set(arns), bool(arns)]
-                continue
-            entry[0] += 1
-            if when < entry[1]:
-                entry[1] = when
-            elif when > entry[2]:
-                entry[2] = when
-            if not arns:
-                entry[4] = False
-            elif entry[3] is not None:
-                entry[3].update(arns)
-                if len(entry[3]) > MAX_RESOURCES:
-                    entry[3] = None
+            arns = _matching(ctx, arn_cache, action, resources) if resources else []
+            _count(usage, (identity_account, identity, action, outcome, evidence), when, arns)
         if outcome == "used" and event.readOnly is not True:
             raw = bytes(event.requestParameters)
             if b":iam::" in raw:  # a role ARN may be passed: implied iam:PassRole
@@ -438,7 +417,7 @@ def _request(raw: bytes) -> dict[str, Any] | None:
 def _count(usage: dict, key: tuple[str, str, str, str, str], when: str, arns: list[str]) -> None:
     entry = usage.get(key)
     if entry is None:
-        usage[key] = [1, when, when, set(arns) if arns else set(), bool(arns)]
+        usage[key] = [1, when, when, set(arns), bool(arns)]
         return
     entry[0] += 1
     if when < entry[1]:

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from auditor import model
+from auditor.catalog import aws_catalog
 from auditor.connectors import aws_cloudtrail as trail
 from auditor.connectors import aws_snapshot as snap
 from auditor.connectors.aws_coverage import (
@@ -28,9 +31,6 @@ from auditor.connectors.aws_coverage import (
 )
 from auditor.connectors.aws_iam import AuthorizationDetails
 from auditor.connectors.base import AuditRequest, Progress, no_progress
-
-from auditor import model
-from auditor.catalog import aws_catalog
 from auditor.errors import InputError
 
 AUTH_GLOB = "authorization-details*.json"

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from auditor import __version__, model
 from auditor.connectors import aws_access_advisor, aws_athena, aws_lookup
 from auditor.connectors import aws_s3_trail as s3trail
 from auditor.connectors import aws_snapshot as snap
@@ -29,8 +31,6 @@ from auditor.connectors.aws_files import AwsFiles
 from auditor.connectors.aws_iam import AUTH_KEYS, AuthorizationDetails
 from auditor.connectors.aws_session import AccountSession, Endpoints, SessionFactory, SessionHook
 from auditor.connectors.base import AuditRequest, Progress, no_progress
-
-from auditor import __version__, model
 from auditor.errors import ConnectorError
 
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import boto3
 import botocore.exceptions as bce
-from auditor.connectors.aws_actions import EventActionMapper
 from botocore.config import Config
 from botocore.parsers import ResponseParserError
 
 from auditor import __version__
 from auditor.catalog import aws_catalog
+from auditor.connectors.aws_actions import EventActionMapper
 from auditor.errors import ConnectorError, InputError
 from auditor.ruleset_files import rule_dirs
 

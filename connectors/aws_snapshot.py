@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from auditor.connectors import aws_cloudtrail as trail
-from auditor.connectors.aws_actions import EventActionMapper
 
 from auditor.catalog import Catalog, aws_catalog
+from auditor.connectors import aws_cloudtrail as trail
+from auditor.connectors.aws_actions import EventActionMapper
 from auditor.errors import InputError
 from auditor.jsonio import load_json
 

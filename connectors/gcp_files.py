@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from auditor import model
+from auditor.catalog import Catalog
 from auditor.connectors import gcp_logs
 from auditor.connectors.aws_coverage import missing_days, summarize_days
 from auditor.connectors.base import AuditRequest, Progress, no_progress
@@ -43,9 +46,6 @@ from auditor.connectors.gcp_iam import (
 )
 from auditor.connectors.gcp_insights import usage_rows
 from auditor.connectors.gcp_rules import GcpRules
-
-from auditor import model
-from auditor.catalog import Catalog
 from auditor.errors import InputError
 from auditor.jsonio import load_json
 

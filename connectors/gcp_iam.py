@@ -17,9 +17,9 @@ from typing import Any
 
 import polars as pl
 import yaml
-from auditor.connectors.gcp_rules import GcpRules
 
 from auditor import model
+from auditor.connectors.gcp_rules import GcpRules
 from auditor.errors import InputError
 from auditor.jsonio import load_json
 from auditor.selection import AgentSelector

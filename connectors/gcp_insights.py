@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from auditor.connectors.gcp_iam import principal_of
-
 from auditor.errors import InputError
 from auditor.jsonio import load_json
 

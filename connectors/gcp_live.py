@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from auditor import __version__
 from auditor.connectors.base import Progress, no_progress
 from auditor.connectors.gcp_api import Caller, Need
 from auditor.connectors.gcp_bigquery import FORMAT as AGGREGATE_FORMAT
 from auditor.connectors.gcp_bigquery import aggregation_query, run_aggregation
-
-from auditor import __version__
 from auditor.errors import ConnectorError, InputError
 
 SNAPSHOT_FORMAT = "auditor.gcp-snapshot/v1"

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
-from auditor.connectors.log_scan import ScanCounters, fold_files
 
+from auditor.connectors.log_scan import ScanCounters, fold_files
 from auditor.errors import InputError
 from auditor.jsonio import gunzip
 
@@ -171,16 +171,6 @@ def find_log_files(paths: Sequence[Path]) -> list[Path]:
 # ----------------------------------------------------------------------------- decoding
 
 
-def _decode_items(raw_items: list[msgspec.Raw], origin: str, out: Partial, label: str) -> list[Entry]:
-    entries = []
-    for index, item in enumerate(raw_items):
-        try:
-            entries.append(_ENTRY.decode(item))
-        except msgspec.ValidationError as exc:
-            out.bad_record(origin, f"{label}[{index}]", exc)
-    return entries
-
-
 def _decode_lines(raw: bytes, origin: str, out: Partial) -> list[Entry]:
     """Newline-delimited entries. Raw newlines cannot occur inside JSON strings, so a file of
     well-formed lines decodes in one call as an array; a bad line falls back to line by line."""
@@ -207,7 +197,7 @@ def decode_file(raw: bytes, origin: str, out: Partial) -> list[Entry]:
         try:
             return _ENTRIES.decode(raw)
         except msgspec.ValidationError:
-            return _decode_items(_RAW_LIST.decode(raw), origin, out, "entry")
+            return out.decode_each(_ENTRY, _RAW_LIST.decode(raw), origin, "entry")
         except msgspec.DecodeError as exc:
             raise ValueError(f"invalid JSON ({exc})") from None
     if head != b"{":
@@ -219,7 +209,9 @@ def decode_file(raw: bytes, origin: str, out: Partial) -> list[Entry]:
     except msgspec.ValidationError:
         top = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
         if "entries" in top:
-            return _decode_items(msgspec.json.decode(top["entries"], type=list[msgspec.Raw]), origin, out, "entries")
+            return out.decode_each(
+                _ENTRY, msgspec.json.decode(top["entries"], type=list[msgspec.Raw]), origin, "entries"
+            )
         return _decode_lines(raw, origin, out)
     if page.entries is not None:
         return page.entries

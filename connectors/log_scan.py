@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
+import msgspec
+
 
 @dataclass
 class ScanCounters:
@@ -66,6 +68,16 @@ class ScanCounters:
         reason = f"malformed {self.record_noun[0]}"
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         self.bad_records.setdefault(origin, [0, f"{where}: {exc}"])[0] += 1
+
+    def decode_each(self, decoder: Any, items: Sequence[Any], origin: str, label: str) -> list[Any]:
+        """Decode items one by one with ``decoder``, counting (not raising on) the malformed ones."""
+        decoded = []
+        for index, item in enumerate(items):
+            try:
+                decoded.append(decoder.decode(item))
+            except msgspec.ValidationError as exc:
+                self.bad_record(origin, f"{label}[{index}]", exc)
+        return decoded
 
     def unreadable(self, origin: str, exc: Exception) -> Self:
         self.gaps.append({"scope": origin, "reason": f"file skipped: {exc}", "severity": "error", "count": 1})

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditor.catalog import Catalog, aws_catalog
 from auditor.connectors.aws_actions import (
     ActionMapping,
     EventActionMapper,
     coverage_report,
     strip_version_suffix,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from auditor.catalog import Catalog, aws_catalog
 from auditor.errors import RuleError
 from auditor.ruleset_files import rule_dirs
 

@@ -4,11 +4,11 @@ import json
 import urllib.parse
 
 import pytest
-from auditor.connectors.aws_iam import AuthorizationDetails, PolicyError, statements
-from builders import ACCOUNT, allow, auth_details, deny, managed_policy, policy, role
 
+from auditor.connectors.aws_iam import AuthorizationDetails, PolicyError, statements
 from auditor.errors import InputError
 from auditor.selection import AgentSelector
+from builders import ACCOUNT, allow, auth_details, deny, managed_policy, policy, role
 
 
 def frames(data, selector=None):

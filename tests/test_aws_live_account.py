@@ -17,9 +17,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from auditor.connectors.aws_files import AwsFiles
-from auditor.connectors.aws_live import AdvisorScope, LiveOptions, collect_snapshot
-from auditor.connectors.base import AuditRequest
 from aws_live_support import (
     FIXTURES,
     Edge,
@@ -36,6 +33,9 @@ from typer.testing import CliRunner
 
 from auditor.audit import AuditOptions, analyze
 from auditor.cli import app
+from auditor.connectors.aws_files import AwsFiles
+from auditor.connectors.aws_live import AdvisorScope, LiveOptions, collect_snapshot
+from auditor.connectors.base import AuditRequest
 from auditor.ruleset import load_rules
 from auditor.selection import AgentSelector
 

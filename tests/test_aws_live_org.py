@@ -17,10 +17,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from auditor.connectors.aws_actions import EventActionMapper
-from auditor.connectors.aws_files import AwsFiles
-from auditor.connectors.aws_live import AdvisorScope, LiveOptions, UsageSource, collect_snapshot
-from auditor.connectors.base import AuditRequest
 from aws_live_support import (
     Edge,
     aws_environment,
@@ -31,13 +27,17 @@ from aws_live_support import (
     set_athena_results,
     start_edge,
 )
-from builders import allow, event, policy
 
 from auditor import aws_policy
 from auditor.audit import AuditOptions, analyze
 from auditor.catalog import aws_catalog
+from auditor.connectors.aws_actions import EventActionMapper
+from auditor.connectors.aws_files import AwsFiles
+from auditor.connectors.aws_live import AdvisorScope, LiveOptions, UsageSource, collect_snapshot
+from auditor.connectors.base import AuditRequest
 from auditor.ruleset import load_rules
 from auditor.selection import AgentSelector
+from builders import allow, event, policy
 
 UNTIL = datetime(2026, 11, 21, tzinfo=UTC)
 DAYS = 5

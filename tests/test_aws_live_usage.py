@@ -10,21 +10,21 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aws_live_support import Edge, aws_environment, client, moto_url, reset_moto, start_edge
+from typer.testing import CliRunner
+
+from auditor import cli
+from auditor.audit import AuditOptions, analyze
 from auditor.connectors import aws_snapshot as snapshot
 from auditor.connectors.aws_athena import AthenaTable
 from auditor.connectors.aws_files import AwsFiles
 from auditor.connectors.aws_live import AdvisorScope, LiveOptions, collect_snapshot
 from auditor.connectors.aws_session import Endpoints
 from auditor.connectors.base import AuditRequest
-from aws_live_support import Edge, aws_environment, client, moto_url, reset_moto, start_edge
-from builders import allow, auth_details, event, policy, role_arn
-from typer.testing import CliRunner
-
-from auditor import cli
-from auditor.audit import AuditOptions, analyze
 from auditor.errors import InputError
 from auditor.ruleset import load_rules
 from auditor.selection import AgentSelector
+from builders import allow, auth_details, event, policy, role_arn
 
 UNTIL = datetime(2026, 11, 21, tzinfo=UTC)
 BOT = role_arn("bot")

@@ -9,9 +9,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from builders import ACCOUNT, allow, auth_details, event, policy, role, role_arn, snapshot
 
 from auditor import aws_policy
+from builders import ACCOUNT, allow, auth_details, event, policy, role, role_arn, snapshot
 
 SCHEMAS = Path(__file__).parents[1] / "auditor" / "schemas"
 SCHEMA = json.loads((SCHEMAS / "blocklist.schema.json").read_text())

@@ -4,11 +4,11 @@ import gzip
 import json
 
 import pytest
-from auditor.connectors import aws_cloudtrail as trail
-from builders import ACCOUNT, event, role_arn, trail_file
 
+from auditor.connectors import aws_cloudtrail as trail
 from auditor.errors import InputError
 from auditor.ruleset_files import rule_dirs
+from builders import ACCOUNT, event, role_arn, trail_file
 
 BOT = role_arn("bot", "/agents/")
 WHEN = "2026-11-20T10:00:00Z"

@@ -1,9 +1,9 @@
 """What CloudTrail can show: event selectors, declared data events, days missing from the logs."""
 
 import pytest
-from auditor.connectors.aws_coverage import ObservabilityRules, TrailCoverage, missing_days, observability_rows
 
 from auditor.catalog import aws_catalog
+from auditor.connectors.aws_coverage import ObservabilityRules, TrailCoverage, missing_days, observability_rows
 from auditor.errors import InputError
 from auditor.matching import any_glob_regex
 from auditor.ruleset_files import rule_dirs

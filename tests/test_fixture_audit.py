@@ -5,11 +5,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from auditor.connectors.aws_files import AwsFiles
-from auditor.connectors.base import AuditRequest
 
 from auditor.audit import AuditOptions, analyze, gather
 from auditor.aws_policy import allows
+from auditor.connectors.aws_files import AwsFiles
+from auditor.connectors.base import AuditRequest
 from auditor.emit.policies import aws_policies
 from auditor.ruleset import load_rules
 from auditor.selection import AgentSelector

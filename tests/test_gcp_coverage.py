@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from auditor.connectors.gcp_coverage import AuditLogConfig, observability_rows
 from auditor.connectors.gcp_rules import GcpRules
-
 from auditor.ruleset_files import rule_dirs
 
 RULES = GcpRules.load(rule_dirs())

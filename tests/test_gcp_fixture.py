@@ -11,10 +11,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from auditor.connectors.base import AuditRequest
-from auditor.connectors.gcp_files import GcpFiles
 
 from auditor.audit import AuditOptions, analyze, gather
+from auditor.connectors.base import AuditRequest
+from auditor.connectors.gcp_files import GcpFiles
 from auditor.emit.policies import all_policies
 from auditor.ruleset import load_rules
 from auditor.selection import AgentSelector

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from gcp_builders import binding, policy, role, sa
+
 from auditor.connectors.gcp_iam import (
     build_grants,
     load_roles,
@@ -14,8 +16,6 @@ from auditor.connectors.gcp_iam import (
     service_account_labels,
 )
 from auditor.connectors.gcp_rules import GcpRules
-from gcp_builders import binding, policy, role, sa
-
 from auditor.errors import InputError
 from auditor.ruleset_files import rule_dirs
 from auditor.selection import AgentSelector

@@ -16,10 +16,6 @@ from typing import Any
 
 import polars as pl
 import pytest
-from auditor.connectors.base import AuditRequest
-from auditor.connectors.gcp_api import Caller
-from auditor.connectors.gcp_files import GcpFiles
-from auditor.connectors.gcp_live import CollectOptions, Endpoints, GcpCollector
 from gcp_fake import FakeGcp, serve
 from google.auth.credentials import AnonymousCredentials
 from typer.testing import CliRunner
@@ -27,6 +23,10 @@ from typer.testing import CliRunner
 from auditor import cli_gcp
 from auditor.audit import AuditOptions, analyze, gather
 from auditor.cli import app
+from auditor.connectors.base import AuditRequest
+from auditor.connectors.gcp_api import Caller
+from auditor.connectors.gcp_files import GcpFiles
+from auditor.connectors.gcp_live import CollectOptions, Endpoints, GcpCollector
 from auditor.errors import ConnectorError
 from auditor.ruleset import load_rules
 from auditor.selection import AgentSelector

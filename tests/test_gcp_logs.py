@@ -6,9 +6,10 @@ import gzip
 import json
 from pathlib import Path
 
+from gcp_builders import entry, sa
+
 from auditor.connectors import gcp_logs
 from auditor.connectors.gcp_bigquery import fold_rows
-from gcp_builders import entry, sa
 
 OPTIONS = gcp_logs.ScanOptions("2026-11-01T00:00:00Z", "2026-11-30T23:59:59Z", None)
 BOT = sa("bot")

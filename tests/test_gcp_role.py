@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from auditor.connectors.base import AuditRequest
-from auditor.connectors.gcp_files import GcpFiles
 from gcp_builders import account, binding, entry, policy, role, sa, write_snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditor.audit import AuditOptions, analyze, gather
+from auditor.connectors.base import AuditRequest
+from auditor.connectors.gcp_files import GcpFiles
 from auditor.emit.gcp_role import (
     MAX_DESCRIPTION_BYTES,
     MAX_PERMISSIONS,

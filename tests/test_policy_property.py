@@ -10,20 +10,20 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from auditor.connectors.aws_actions import EventActionMapper
-from auditor.connectors.aws_files import AwsFiles
-from auditor.connectors.base import AuditRequest
-from builders import ACCOUNT, auth_details, event, managed_policy, policy, role, role_arn, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditor.audit import AuditOptions, analyze, gather
 from auditor.aws_policy import evaluate
 from auditor.catalog import aws_catalog
+from auditor.connectors.aws_actions import EventActionMapper
+from auditor.connectors.aws_files import AwsFiles
+from auditor.connectors.base import AuditRequest
 from auditor.emit.write import write_outputs
 from auditor.ruleset import load_rules
 from auditor.ruleset_files import rule_dirs
 from auditor.selection import AgentSelector
+from builders import ACCOUNT, auth_details, event, managed_policy, policy, role, role_arn, snapshot
 
 CANDIDATES = {
     "dynamodb": ["DescribeTable", "ListTables", "CreateTable", "DeleteTable", "UpdateTable", "TagResource"],
