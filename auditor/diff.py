@@ -239,9 +239,10 @@ def _ungranted_note(audit: IdentityAudit, action: str, calls: int) -> str:
 
 
 def _granted_frame(audits: list[IdentityAudit]) -> pl.DataFrame:
-    columns: dict[str, list[Any]] = {
-        k: [] for k in ("provider", "account", "identity", "name", "action", "grant_sources", "note")
-    }
+    """One row per effective permission; grant sources are built flat and grouped in polars
+    (constructing tens of thousands of small Python lists is the slow part otherwise)."""
+    columns: dict[str, list[Any]] = {k: [] for k in ("provider", "account", "identity", "name", "action", "note")}
+    sources: dict[str, list[str]] = {"identity": [], "action": [], "source": []}
     for audit in audits:
         for action, grant in audit.effective.items():
             columns["provider"].append(audit.provider)
@@ -249,20 +250,20 @@ def _granted_frame(audits: list[IdentityAudit]) -> pl.DataFrame:
             columns["identity"].append(audit.identity)
             columns["name"].append(audit.name)
             columns["action"].append(action)
-            columns["grant_sources"].append(sorted({s.source for s in grant.statements}))
             columns["note"].append(
                 _granted_note(grant) if grant.partial_denies or grant.statements[0].condition else None
             )
-    schema = {
-        "provider": pl.Utf8,
-        "account": pl.Utf8,
-        "identity": pl.Utf8,
-        "name": pl.Utf8,
-        "action": pl.Utf8,
-        "grant_sources": pl.List(pl.Utf8),
-        "note": pl.Utf8,
-    }
-    return pl.DataFrame(columns, schema=schema).with_columns(pl.lit(True).alias("granted"))
+            for source in {s.source for s in grant.statements}:
+                sources["identity"].append(audit.identity)
+                sources["action"].append(action)
+                sources["source"].append(source)
+    granted = pl.DataFrame(columns, schema=dict.fromkeys(columns, pl.Utf8))
+    by_action = (
+        pl.DataFrame(sources, schema=dict.fromkeys(sources, pl.Utf8))
+        .group_by("identity", "action")
+        .agg(pl.col("source").sort().alias("grant_sources"))
+    )
+    return granted.join(by_action, on=["identity", "action"], how="left").with_columns(pl.lit(True).alias("granted"))
 
 
 def _classification_frame(data: AuditInput, rules: RuleSet, keys: pl.DataFrame) -> pl.DataFrame:

@@ -7,8 +7,8 @@ from typing import Any
 
 import polars as pl
 
+from auditor.catalog import Catalog
 from auditor.diff import DiffResult, IdentityAudit, wildcard_patterns
-from auditor.matching import any_glob_regex
 from auditor.model import AuditInput, Window
 from auditor.ruleset import SEVERITY_RANK, RuleSet
 
@@ -85,14 +85,15 @@ def _grant_findings(out: _Collector, audit: IdentityAudit, sev: dict[str, str]) 
         out.add("wildcard-grant", sev["wildcard-grant"], f"wildcard grants: {', '.join(wild)}", wild)
 
 
-def _escalation_findings(out: _Collector, audit: IdentityAudit, rules: RuleSet, states: dict[str, str]) -> None:
+def _escalation_findings(
+    out: _Collector, audit: IdentityAudit, rules: RuleSet, states: dict[str, str], catalog: Catalog
+) -> None:
     """One finding per identity listing every escalation method whose permissions are all granted."""
     fired: list[tuple[str, str, str, list[str]]] = []
     for method in rules.methods_for(audit.provider):
         hits: list[str] = []
         for pattern in method.requires:
-            regex = any_glob_regex([pattern])
-            granted = [a for a in audit.effective if regex.fullmatch(a)]
+            granted = sorted(catalog.expand([pattern]) & audit.effective.keys())
             if pattern in method.resource_star:
                 granted = [
                     a
@@ -206,7 +207,7 @@ def build_findings(data: AuditInput, result: DiffResult, rules: RuleSet, window:
             perms = result.permissions.clear()
         states = dict(zip(perms["action"], perms["state"], strict=True))
         _grant_findings(out, audit, sev)
-        _escalation_findings(out, audit, rules, states)
+        _escalation_findings(out, audit, rules, states, data.catalogs[audit.provider])
         if not audit.any_activity:
             span = f" in the {window.days:.0f}-day window" if window else ""
             out.add(

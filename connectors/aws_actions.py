@@ -21,6 +21,7 @@ import msgspec
 import orjson
 
 from auditor.catalog import Catalog
+from auditor.disk_cache import cached
 from auditor.errors import RuleError
 from auditor.ruleset_files import layers, rule_dirs
 
@@ -75,11 +76,14 @@ class BotocoreService:
 
 @cache
 def botocore_services() -> tuple[BotocoreService, ...]:
-    """Metadata and operation names of every botocore service model (~0.3 s, once per process).
+    """Metadata and operation names of every botocore service model (cached on disk per botocore
+    version; building it decodes ~450 models)."""
+    return cached("botocore-services", ("botocore",), _read_botocore_services)
 
-    Decoding only ``metadata`` and ``operations[*].http`` with msgspec is ~15x faster than
-    botocore's own loader, which parses whole models.
-    """
+
+def _read_botocore_services() -> tuple[BotocoreService, ...]:
+    """Decoding only ``metadata`` and ``operations[*].http`` with msgspec is ~15x faster than
+    botocore's own loader, which parses whole models."""
     import botocore.session
 
     session = botocore.session.get_session()

@@ -35,12 +35,16 @@ def _records(df: pl.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def _identity(result: AuditResult, audit, policies: dict[tuple[str, str], IdentityPolicies]) -> dict[str, Any]:
+def _identity(
+    result: AuditResult,
+    audit,
+    policies: dict[tuple[str, str], IdentityPolicies],
+    perms: pl.DataFrame,
+    findings: pl.DataFrame,
+) -> dict[str, Any]:
     key = (audit.provider, audit.identity)
-    perms = result.permissions.filter((pl.col("provider") == audit.provider) & (pl.col("identity") == audit.identity))
     granted = perms.filter(pl.col("granted"))
     states = {s: granted.filter(pl.col("state") == s).height for s in ("used", "denied", "unused", "unobservable")}
-    findings = result.findings.filter((pl.col("provider") == audit.provider) & (pl.col("identity") == audit.identity))
     ident = result.data.identities.filter(
         (pl.col("provider") == audit.provider) & (pl.col("identity") == audit.identity)
     ).row(0, named=True)
@@ -87,7 +91,18 @@ def _not_audited(result: AuditResult) -> list[dict[str, Any]]:
 
 def report(result: AuditResult, policies: list[IdentityPolicies], written: list[str]) -> dict[str, Any]:
     by_key = {(p.provider, p.identity): p for p in policies}
-    identities = [_identity(result, audit, by_key) for audit in result.audits]
+    perms = result.permissions.partition_by(["provider", "identity"], as_dict=True)
+    findings = result.findings.partition_by(["provider", "identity"], as_dict=True)
+    identities = [
+        _identity(
+            result,
+            audit,
+            by_key,
+            perms.get((audit.provider, audit.identity), result.permissions.clear()),
+            findings.get((audit.provider, audit.identity), result.findings.clear()),
+        )
+        for audit in result.audits
+    ]
     counts = _severity_counts(result.findings)
     worst = next((s for s in COUNTED_SEVERITIES if counts[s]), None)
     data = result.data
