@@ -52,6 +52,10 @@ def _identity(
         "action", "granted", "calls", "first_seen", "last_seen", "evidence", "resources_seen", "destructive"
     )
     policy = policies.get(key)
+    sources = result.data.coverage.filter(
+        (pl.col("provider") == audit.provider) & (pl.col("account") == audit.account)
+    )["source"]
+    blind = granted.filter(pl.col("state") == "unobservable").group_by("unobservable_reason").len()
     attributes = json.loads(ident["attributes"] or "{}")
     return {
         "provider": audit.provider,
@@ -69,6 +73,14 @@ def _identity(
         "unused_percent": round(100 * states["unused"] / granted.height, 1) if granted.height else 0.0,
         "destructive_granted": granted.filter(pl.col("destructive")).height,
         "findings": _severity_counts(findings),
+        "coverage": {
+            "sources": sorted(set(sources.to_list())),
+            "evidence": sorted({e for row in perms["evidence"].to_list() for e in row}),
+            "unobservable": [
+                {"reason": reason, "permissions": count}
+                for reason, count in blind.sort(["len", "unobservable_reason"], descending=[True, False]).iter_rows()
+            ],
+        },
         "used_permissions": _records(used),
         "policy_files": [f.path for f in policy.files] if policy else [],
         "apply_commands": policy.apply if policy else [],

@@ -12,6 +12,7 @@ from tabulate import tabulate
 from auditor.emit.report_json import COUNTED_SEVERITIES
 
 MAX_LISTED = 40
+MAX_REASONS = 6
 
 
 def _short(values: list[str], limit: int = MAX_LISTED) -> str:
@@ -115,6 +116,17 @@ def _identity_section(doc: dict[str, Any], ident: dict[str, Any]) -> list[str]:
         "",
         f"- Identity: `{ident['identity']}` ({ident['kind']}; audited because: {ident['selected_by']})",
         f"- Granted by: {_short(ident['grant_sources'], 10) or 'nothing'}",
+        f"- Evidence: {', '.join(ident['coverage']['sources']) or 'no log source'}; use proven by "
+        f"{', '.join(ident['coverage']['evidence']) or 'nothing'}",
+        *(
+            f"- Cannot show {blind['permissions']:,} of its permissions: {blind['reason']}"
+            for blind in ident["coverage"]["unobservable"][:MAX_REASONS]
+        ),
+        *(
+            [f"- … and {len(ident['coverage']['unobservable']) - MAX_REASONS} more reasons (see report.json)"]
+            if len(ident["coverage"]["unobservable"]) > MAX_REASONS
+            else []
+        ),
         f"- {ident['granted']:,} permissions granted, {ident['used']:,} used, {ident['unused']:,} unused "
         f"({ident['unused_percent']:.1f}%), {ident['unobservable']:,} unobservable, "
         f"{ident['denied']:,} denied attempts",
