@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from auditor.connectors.aws_snapshot import iso
 from auditor.errors import ConnectorError, InputError
+from auditor.timefmt import iso_utc
 
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 EVENT_TYPES = "('AwsApiCall', 'AwsConsoleAction')"
@@ -85,7 +85,7 @@ def partition_filter(keys: list[str], first: date, last: date) -> str | None:
 
 
 def queries(table: AthenaTable, start: datetime, end: datetime, partition: str | None) -> dict[str, str]:
-    where = f"eventtime BETWEEN '{iso(start)}' AND '{iso(end)}'" + (f"\n  AND {partition}" if partition else "")
+    where = f"eventtime BETWEEN '{iso_utc(start)}' AND '{iso_utc(end)}'" + (f"\n  AND {partition}" if partition else "")
     return {
         "usage": USAGE_SQL.format(table=table.sql, where=where, event_types=EVENT_TYPES),
         "day": DAYS_SQL.format(table=table.sql, where=where),
@@ -155,7 +155,7 @@ def run(
         "workgroup": workgroup,
         "output": output,
         "partition_filter": partition,
-        "window": {"start": iso(start), "end": iso(end)},
+        "window": {"start": iso_utc(start), "end": iso_utc(end)},
         "queries": [],
     }
     for kind, query_id in started.items():

@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from auditor.connectors.log_scan import ScanCounters, fold_files
 from auditor.errors import InputError
 from auditor.jsonio import gunzip
 from auditor.narrowing import NarrowingRules
+from auditor.timefmt import iso_utc, normalize_iso, parse_iso
 
 #: Event types that are calls made by the identity itself (service events and sign-ins are not).
 COUNTED_EVENT_TYPES = frozenset({"AwsApiCall", "AwsConsoleAction"})
@@ -232,21 +233,6 @@ def decode_file(raw: bytes, origin: str, out: Partial) -> list[Event]:
 
 # ----------------------------------------------------------------------------- folding
 
-_ISO_FAST = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-
-
-def normalize_time(value: str) -> str | None:
-    """CloudTrail's "YYYY-MM-DDTHH:MM:SSZ"; other ISO forms (Lake exports) are converted."""
-    if _ISO_FAST.match(value):
-        return value
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 def identity_of(event: Event) -> str | None:
     """The IAM identity whose permissions authorized the call: the role for assumed-role sessions."""
@@ -323,7 +309,7 @@ def _fold(events: list[Event], ctx: _Context, out: Partial) -> None:
     for event in events:
         when = event.eventTime
         if len(when) != 20 or when[-1] != "Z":
-            when = normalize_time(when) or ""
+            when = normalize_iso(when) or ""
             if not when:
                 skipped["unreadable eventTime"] = skipped.get("unreadable eventTime", 0) + 1
                 continue
@@ -382,8 +368,6 @@ def _fold(events: list[Event], ctx: _Context, out: Partial) -> None:
                     _count(usage, (identity_account, identity, "iam:PassRole", "used", "implied"), when, [role])
     out.events_read += len(events)
     out.events_in_window += in_window
-    if out.days:
-        out.newest = max(out.newest, max(out.last.values()))
 
 
 def _matching(
@@ -488,10 +472,6 @@ def newest_event_time(files: Sequence[Path], options: TrailOptions, workers: int
     return scan(picked + undated, probe, workers).newest
 
 
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def window_bounds(newest: str, until: datetime | None, days: int) -> tuple[str, str]:
-    end = until if until is not None else datetime.strptime(newest, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    return iso(end - timedelta(days=days)), iso(end)
+    end = until if until is not None else parse_iso(newest)
+    return iso_utc(end - timedelta(days=days)), iso_utc(end)

@@ -32,6 +32,7 @@ from auditor.connectors.aws_coverage import (
 from auditor.connectors.aws_iam import AuthorizationDetails
 from auditor.connectors.base import AuditRequest, Progress, no_progress
 from auditor.errors import InputError
+from auditor.timefmt import iso_utc, parse_iso
 
 AUTH_GLOB = "authorization-details*.json"
 SELECTORS_GLOB = "event-selectors*.json"
@@ -148,7 +149,7 @@ def scan_trail(
     options = trail.TrailOptions("", "~", agents, request.rule_dirs)
     newest = "" if request.until else trail.newest_event_time(files, options, request.workers)
     if not request.until and not newest:
-        newest = trail.iso(datetime.now(UTC))
+        newest = iso_utc(datetime.now(UTC))
     start, end = trail.window_bounds(newest, request.until, request.days)
     options = trail.TrailOptions(start, end, agents, request.rule_dirs)
     partial = trail.scan(files, options, request.workers, lambda d, t: progress("CloudTrail files", d, t))
@@ -282,7 +283,7 @@ def assemble(
     usage = _usage_frame(partial)
     if extra_usage is not None:
         usage = pl.concat([usage, extra_usage.select(list(model.USAGE))])
-    window = model.Window(*(datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) for t in (start, end)))
+    window = model.Window(parse_iso(start), parse_iso(end))
     return model.AuditInput(
         identities=identities,
         grants=grants,

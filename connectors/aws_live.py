@@ -31,7 +31,9 @@ from auditor.connectors.aws_files import AwsFiles
 from auditor.connectors.aws_iam import AUTH_KEYS, AuthorizationDetails
 from auditor.connectors.aws_session import AccountSession, Endpoints, SessionFactory, SessionHook
 from auditor.connectors.base import AuditRequest, Progress, no_progress
+from auditor.connectors.snapshot_io import write_json
 from auditor.errors import ConnectorError
+from auditor.timefmt import iso_utc
 
 
 class UsageSource(StrEnum):
@@ -145,7 +147,7 @@ class _Collection:
             )
 
     def _write(self, name: str, data: Any) -> str:
-        snap.write_json(self.root / name, data)
+        write_json(self.root / name, data)
         return name
 
     # -- the run -------------------------------------------------------------------------------
@@ -179,16 +181,16 @@ class _Collection:
             "schema": snap.SCHEMA,
             "complete": True,
             "tool": {"name": "auditor", "version": __version__},
-            "collected_at": snap.iso(self.started),
+            "collected_at": iso_utc(self.started),
             "caller": base.principal,
-            "window": {"start": snap.iso(self.start), "end": snap.iso(self.end), "days": self.request.days},
+            "window": {"start": iso_utc(self.start), "end": iso_utc(self.end), "days": self.request.days},
             "options": self.options.manifest(),
             "accounts": records,
             "athena": athena,
             "gaps": self.gaps,
             "stats": _stats(records, seconds),
         }
-        snap.write_json(self.root / snap.MANIFEST, manifest, indent=True)
+        write_json(self.root / snap.MANIFEST, manifest, indent=True)
         return manifest
 
     def _accounts(self, base: AccountSession) -> list[tuple[str, str | None]]:

@@ -17,23 +17,20 @@ produces (evidence ``athena`` / ``access-advisor``), so they reach the diff engi
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
-
-import orjson
+from typing import Any
 
 from auditor.catalog import Catalog, aws_catalog
 from auditor.connectors import aws_cloudtrail as trail
 from auditor.connectors.aws_actions import EventActionMapper
+from auditor.connectors.snapshot_io import require_complete, write_json
 from auditor.errors import InputError
 from auditor.jsonio import load_json
+from auditor.timefmt import normalize_iso, parse_iso
 
 SCHEMA = "auditor.snapshot/v1"
 MANIFEST = "manifest.json"
@@ -69,39 +66,6 @@ def advisor_name(account: str) -> str:
     return f"access-advisor-{account}.json"
 
 
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso(value)
-    raise TypeError(f"cannot serialize {type(value).__name__}")
-
-
-def dumps(data: Any, indent: bool = False) -> bytes:
-    option = orjson.OPT_INDENT_2 if indent else 0
-    return orjson.dumps(data, default=_json_default, option=option | orjson.OPT_PASSTHROUGH_DATETIME)
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[IO[bytes]]:
-    """Write ``path`` through a hidden temporary file renamed into place on success only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        with open(temporary, "wb") as handle:
-            yield handle
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def write_json(path: Path, data: Any, indent: bool = False) -> None:
-    with atomic_file(path) as handle:
-        handle.write(dumps(data, indent))
-
-
 def prepare(root: Path) -> None:
     """Make ``root`` ready for a collection: new, empty, or a previous snapshot (whose log objects are
     kept for reuse and whose other files are removed)."""
@@ -120,7 +84,7 @@ def prepare(root: Path) -> None:
 
 
 def _time(value: Any) -> str | None:
-    return trail.normalize_time(str(value)) if value else None
+    return normalize_iso(str(value)) if value else None
 
 
 def _account(identity: str, fallback: str | None) -> str:
@@ -200,10 +164,7 @@ def fold_athena(
         first, last = _time(row.get("first_seen")), _time(row.get("last_seen"))
         if not day or not first or not last:
             continue
-        partial.days.setdefault(account, set()).add(day)
-        partial.first[account] = min(partial.first.get(account, first), first)
-        partial.last[account] = max(partial.last.get(account, last), last)
-        partial.newest = max(partial.newest, last)
+        partial.saw(account, first, last, [day])
         partial.events_read += events
         partial.events_in_window += events
     for query in doc.get("queries") or []:
@@ -313,10 +274,8 @@ class SnapshotExtras:
         doc = load_json(self.manifest, "the manifest.json `auditor collect aws` writes")
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
             raise InputError(f"{self.manifest}: not an {SCHEMA} manifest", "recollect with `auditor collect aws`")
-        if not doc.get("complete"):
-            raise InputError(
-                f"{self.manifest}: the collection into this folder did not finish", "rerun `auditor collect aws`"
-            )
+        if not doc.get("complete"):  # absent too: an AWS snapshot always says
+            require_complete({"complete": False}, self.manifest, "auditor collect aws")
         return doc
 
     def window_end(self) -> datetime | None:
@@ -324,7 +283,7 @@ class SnapshotExtras:
         end = (self._manifest().get("window") or {}).get("end")
         if end is None and self.athena_files:
             end = (load_json(self.athena_files[0], "Athena aggregate rows").get("window") or {}).get("end")
-        return datetime.strptime(end, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) if end else None
+        return parse_iso(end) if end else None
 
     @property
     def has_usage(self) -> bool:

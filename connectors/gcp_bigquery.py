@@ -61,12 +61,11 @@ def fold_rows(rows: Iterable[Mapping[str, Any]], keep: frozenset[str] | None, ou
         project = str(row.get("project") or "?")
         out.events_read += calls
         out.events_in_window += calls
-        out.days.setdefault(project, set()).update(str(d) for d in row.get("days") or ())
-        if first:
-            out.first[project] = min(out.first.get(project, first), first)
-        if last:
-            out.last[project] = max(out.last.get(project, last), last)
-            out.newest = max(out.newest, last)
+        days = [str(d) for d in row.get("days") or ()]
+        if first and last:
+            out.saw(project, first, last, days)
+        elif days:
+            out.days.setdefault(project, set()).update(days)
         principal = row.get("principal")
         if not principal:
             out.skipped["no principal (system event)"] = out.skipped.get("no principal (system event)", 0) + calls

@@ -46,8 +46,10 @@ from auditor.connectors.gcp_iam import (
 )
 from auditor.connectors.gcp_insights import usage_rows
 from auditor.connectors.gcp_rules import GcpRules
+from auditor.connectors.snapshot_io import require_complete
 from auditor.errors import InputError
 from auditor.jsonio import load_json
+from auditor.timefmt import iso_utc, parse_iso
 
 ROLES_HINT = (
     "export the roles the policy references: for r in $(gcloud projects get-iam-policy P --format=json "
@@ -94,6 +96,9 @@ class GcpFiles:
                 f"{root}: no audit logs (logs/, cloudaudit.googleapis.com/ or bigquery-usage.json)", LOGS_HINT
             )
         manifest_path = root / "manifest.json"
+        manifest = load_json(manifest_path, "an auditor snapshot manifest") if manifest_path.is_file() else None
+        if isinstance(manifest, dict):
+            require_complete(manifest, manifest_path, "auditor collect gcp")
         return cls(
             tuple(policies),
             (root / "roles",),
@@ -102,7 +107,7 @@ class GcpFiles:
             tuple(sorted(root.glob("service-accounts*.json"))),
             tuple(sorted(root.glob("insights*.json"))),
             aggregates,
-            load_json(manifest_path, "an auditor snapshot manifest") if manifest_path.is_file() else None,
+            manifest,
         )
 
     def collect(self, request: AuditRequest, progress: Progress = no_progress) -> model.AuditInput:
@@ -161,25 +166,17 @@ def _window(request: AuditRequest, newest: str, docs: Sequence[dict[str, Any]]) 
     if docs:  # aggregated in BigQuery over a fixed window: it cannot be re-windowed here
         window = docs[0].get("window") or {}
         start, end = str(window.get("start", "")), str(window.get("end", ""))
-        span = (_parse(end) - _parse(start)).days if start and end else None
+        span = (parse_iso(end) - parse_iso(start)).days if start and end else None
         if request.until is not None or (span is not None and span != request.days):
             notes.append(f"BigQuery usage was aggregated over {start} .. {end}; --days/--until do not re-window it")
         return start, end, notes
     if request.until is not None:
         end_time = request.until.astimezone(UTC)
     elif newest:
-        end_time = _parse(newest)
+        end_time = parse_iso(newest)
     else:
         end_time = datetime.now(UTC)
-    return _iso(end_time - timedelta(days=request.days)), _iso(end_time), notes
-
-
-def _parse(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_utc(end_time - timedelta(days=request.days)), iso_utc(end_time), notes
 
 
 def _scan(
@@ -214,8 +211,8 @@ def _usage_frame(partial: gcp_logs.Partial) -> pl.DataFrame:
             "outcome": outcome,
             "evidence": evidence,
             "calls": calls,
-            "first_seen": _parse(first),
-            "last_seen": _parse(last),
+            "first_seen": parse_iso(first),
+            "last_seen": parse_iso(last),
             "resources": sorted(resources),
             "all_with_resource": False,  # custom roles cannot be narrowed to resources
         }
@@ -293,8 +290,8 @@ def collect_files(source: GcpFiles, request: AuditRequest, progress: Progress = 
         "provider": "gcp",
         "account": project,
         "source": f"Cloud Audit Logs {origin}",
-        "first_event": _parse(partial.first[project]) if project in partial.first else None,
-        "last_event": _parse(partial.last[project]) if project in partial.last else None,
+        "first_event": parse_iso(partial.first[project]) if project in partial.first else None,
+        "last_event": parse_iso(partial.last[project]) if project in partial.last else None,
         "days_with_events": len([d for d in partial.days.get(project, ()) if start[:10] <= d <= end[:10]]),
         "events_read": partial.events_read,
         "events_in_window": partial.events_in_window,
@@ -325,7 +322,7 @@ def collect_files(source: GcpFiles, request: AuditRequest, progress: Progress = 
         coverage=model.frame([coverage], model.COVERAGE),
         gaps=pl.concat([grants.gaps, model.frame(role_gaps, model.GAPS), model.frame(extra_gaps, model.GAPS)]),
         catalogs={"gcp": catalog},
-        window=model.Window(_parse(start), _parse(end)),
+        window=model.Window(parse_iso(start), parse_iso(end)),
         sources=tuple(
             str(p)
             for p in (

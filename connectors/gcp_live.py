@@ -17,8 +17,8 @@ audit and an offline audit of the same snapshot are the same audit by constructi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +31,9 @@ from auditor.connectors.base import Progress, no_progress
 from auditor.connectors.gcp_api import Caller, Need
 from auditor.connectors.gcp_bigquery import FORMAT as AGGREGATE_FORMAT
 from auditor.connectors.gcp_bigquery import aggregation_query, run_aggregation
+from auditor.connectors.snapshot_io import atomic_file, write_json
 from auditor.errors import ConnectorError, InputError
+from auditor.timefmt import iso_utc
 
 SNAPSHOT_FORMAT = "auditor.gcp-snapshot/v1"
 LOG_FILTER = 'logName:"cloudaudit.googleapis.com" AND timestamp>="{start}" AND timestamp<="{end}"'
@@ -65,10 +67,6 @@ class CollectOptions:
     insights: bool = True
     page_size: int = 1000
     entries_per_file: int = 100_000
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _role_file(name: str) -> str:
@@ -171,7 +169,7 @@ class GcpCollector:
             predefined = list(
                 self._pages(need, f"{self.endpoints.iam}/v1/roles", "roles", {"view": "FULL", "pageSize": 1000})
             )
-            (roles_dir / "predefined.json").write_bytes(orjson.dumps(predefined))
+            write_json(roles_dir / "predefined.json", predefined)
             have = {r["name"] for r in predefined if isinstance(r, dict) and "name" in r}
         bound = sorted({b["role"] for p in policies for b in p.get("bindings", []) if "role" in b} - have)
         for index, name in enumerate(bound, start=1):
@@ -188,7 +186,7 @@ class GcpCollector:
                 f"role definition {name} (its permissions are not counted)",
             )
             if role is not None:
-                (roles_dir / _role_file(name)).write_bytes(orjson.dumps(role, option=orjson.OPT_INDENT_2))
+                write_json(roles_dir / _role_file(name), role, indent=True)
             self.progress("role definitions", index, len(bound))
         return len(have) + len(bound)
 
@@ -203,7 +201,7 @@ class GcpCollector:
             "service accounts (agent labels)",
         )
         if accounts is not None:
-            (out / "service-accounts.json").write_bytes(orjson.dumps(accounts, option=orjson.OPT_INDENT_2))
+            write_json(out / "service-accounts.json", accounts, indent=True)
 
     def _insights(self, out: Path) -> None:
         project = self.options.project
@@ -218,7 +216,7 @@ class GcpCollector:
             "IAM Recommender insights",
         )
         if insights is not None:
-            (out / "insights.json").write_bytes(orjson.dumps(insights, option=orjson.OPT_INDENT_2))
+            write_json(out / "insights.json", insights, indent=True)
 
     # -- logs -------------------------------------------------------------------------------------
 
@@ -234,7 +232,7 @@ class GcpCollector:
             "resource-level IAM policies (Cloud Asset Inventory)",
         )
         if results is not None:
-            (out / "asset-iam-policies.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+            write_json(out / "asset-iam-policies.json", results, indent=True)
 
     def _logging_client(self) -> Any:
         from google.cloud import logging as cloud_logging
@@ -260,27 +258,24 @@ class GcpCollector:
         need = Need("logging.privateLogEntries.list", f"projects/{project}", "roles/logging.privateLogViewer")
         logs_dir = out / "logs"
         logs_dir.mkdir(parents=True, exist_ok=True)
-        written, files, handle = 0, 0, None
-        try:
+        written, files = 0, 0
+        with ExitStack() as chunk:  # each chunk file is renamed into place only once it is complete
+            handle = None
             while True:
                 page = self.caller.call(
                     need, lambda r=dict(request): connection.api_request(method="POST", path="/entries:list", data=r)
                 )
                 for entry in page.get("entries", []):
                     if handle is None or written % self.options.entries_per_file == 0:
-                        if handle is not None:
-                            handle.close()
+                        chunk.close()
                         files += 1
-                        handle = (logs_dir / f"entries-{files:05d}.ndjson").open("wb")
+                        handle = chunk.enter_context(atomic_file(logs_dir / f"entries-{files:05d}.ndjson"))
                     handle.write(orjson.dumps(entry) + b"\n")
                     written += 1
                 self.progress("audit log entries", written, written)
                 if not page.get("nextPageToken"):
                     break
                 request["pageToken"] = page["nextPageToken"]
-        finally:
-            if handle is not None:
-                handle.close()
         return {"filter": request["filter"], "entries": written, "files": files}
 
     def _bigquery(self, out: Path, start: str, end: str) -> dict[str, Any]:
@@ -304,7 +299,7 @@ class GcpCollector:
             "query": query,
             "rows": rows,
         }
-        (out / "bigquery-usage.json").write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+        write_json(out / "bigquery-usage.json", document, indent=True)
         return {"bigquery_table": table, "rows": len(rows)}
 
     # -- the whole snapshot -----------------------------------------------------------------------
@@ -313,9 +308,11 @@ class GcpCollector:
         if out.exists() and any(out.iterdir()):
             raise InputError(f"{out}: not empty", "pass a new folder for the snapshot")
         out.mkdir(parents=True, exist_ok=True)
+        # Replaced at the end: a snapshot whose collection was interrupted is refused, not audited.
+        write_json(out / "manifest.json", {"format": SNAPSHOT_FORMAT, "complete": False})
         project = self.options.project
         end_time = self.options.until or datetime.now(UTC)
-        start, end = _iso(end_time - timedelta(days=self.options.days)), _iso(end_time)
+        start, end = iso_utc(end_time - timedelta(days=self.options.days)), iso_utc(end_time)
         client = self._resource_manager("projects")
         info = self.caller.call(
             Need("resourcemanager.projects.get", f"projects/{project}", "roles/browser"),
@@ -323,15 +320,13 @@ class GcpCollector:
         )
         policy = self._policy(f"projects/{project}", optional=False) or {}
         policies = [policy]
-        (out / "policies" / "projects").mkdir(parents=True)
-        (out / "policies" / "projects" / f"{project}.json").write_text(json.dumps(policy, indent=2) + "\n")
+        write_json(out / "policies" / "projects" / f"{project}.json", policy, indent=True)
         ancestors = self._ancestors(info.parent or "")
         for resource in ancestors:
             ancestor = self._policy(resource, optional=True)
             if ancestor is not None:
                 kind, ident = resource.split("/", 1)
-                (out / "policies" / kind).mkdir(parents=True, exist_ok=True)
-                (out / "policies" / kind / f"{ident}.json").write_text(json.dumps(ancestor, indent=2) + "\n")
+                write_json(out / "policies" / kind / f"{ident}.json", ancestor, indent=True)
                 policies.append(ancestor)
         roles = self._roles(out, policies)
         self._service_accounts(out)
@@ -345,13 +340,13 @@ class GcpCollector:
             "project": project,
             "project_number": (info.name or "").split("/", 1)[-1],
             "ancestors": ancestors,
-            "collected_at": _iso(datetime.now(UTC)),
+            "collected_at": iso_utc(datetime.now(UTC)),
             "window": {"start": start, "end": end},
             "roles": roles,
             "logs": logs,
             "gaps": self.gaps,
         }
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        write_json(out / "manifest.json", {**manifest, "complete": True}, indent=True)
         return out
 
 

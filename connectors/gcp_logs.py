@@ -17,7 +17,6 @@ import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +25,7 @@ import msgspec
 from auditor.connectors.log_scan import ScanCounters, fold_files
 from auditor.errors import InputError
 from auditor.jsonio import gunzip
+from auditor.timefmt import normalize_iso
 
 #: Cap on distinct resources remembered per (principal, permission), as for CloudTrail.
 MAX_RESOURCES = 64
@@ -226,19 +226,6 @@ def _read(path: Path) -> bytes:
 # ----------------------------------------------------------------------------- folding
 
 
-def normalize_time(value: str) -> str | None:
-    """RFC 3339 (any fraction, ``Z`` or offset) -> ``YYYY-MM-DDTHH:MM:SSZ``."""
-    if len(value) >= 20 and value[-1] == "Z" and value[10] == "T" and value[19] in ".Z":
-        return value[:19] + "Z"
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def project_of(entry: Entry) -> str:
     name = entry.logName
     if name.startswith("projects/"):
@@ -270,7 +257,7 @@ def fold(entries: list[Entry], options: ScanOptions, out: Partial) -> None:
         if len(when) >= 20 and when[-1] == "Z" and when[10] == "T" and when[19] in ".Z":
             when = when[:19] + "Z"
         else:
-            when = normalize_time(when) or ""
+            when = normalize_iso(when) or ""
             if not when:
                 skipped["unreadable timestamp"] = skipped.get("unreadable timestamp", 0) + 1
                 continue
@@ -339,9 +326,7 @@ def fold(entries: list[Entry], options: ScanOptions, out: Partial) -> None:
             if resource and len(counter[3]) < MAX_RESOURCES:
                 counter[3].add(resource)
     for project, (first, last) in spans.items():
-        out.first[project] = min(out.first.get(project, first), first)
-        out.last[project] = max(out.last.get(project, last), last)
-        out.newest = max(out.newest, last)
+        out.saw(project, first, last)
 
 
 def _audit_changes(data: _ServiceData, project: str, when: str, out: Partial) -> None:
@@ -399,7 +384,7 @@ def _newest_in(path: Path) -> str:
                     continue
     except (InputError, OSError, ValueError, msgspec.DecodeError, msgspec.ValidationError):
         return ""  # the real scan reports the file
-    return max((normalize_time(t) or "" for t in times), default="")
+    return max((normalize_iso(t) or "" for t in times), default="")
 
 
 def newest_entry_time(files: Sequence[Path]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +33,6 @@ class ScanCounters:
     files_read: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     gaps: list[dict[str, Any]] = field(default_factory=list)
-    newest: str = ""
     bad_records: dict[str, list[Any]] = field(default_factory=dict)
 
     def merge(self, other: Self) -> None:
@@ -42,9 +41,7 @@ class ScanCounters:
         for scope, days in other.days.items():
             self.days.setdefault(scope, set()).update(days)
         for scope, first in other.first.items():
-            self.first[scope] = min(self.first.get(scope, first), first)
-        for scope, last in other.last.items():
-            self.last[scope] = max(self.last.get(scope, last), last)
+            self.saw(scope, first, other.last[scope])
         for reason, count in other.skipped.items():
             self.skipped[reason] = self.skipped.get(reason, 0) + count
         self.events_read += other.events_read
@@ -61,7 +58,17 @@ class ScanCounters:
                     "count": count,
                 }
             )
-        self.newest = max(self.newest, other.newest)
+
+    @property
+    def newest(self) -> str:
+        """The newest event time seen in any account/project ("" before any)."""
+        return max(self.last.values(), default="")
+
+    def saw(self, scope: str, first: str, last: str, days: Iterable[str] = ()) -> None:
+        """Record that ``scope`` has events from ``first`` to ``last`` (on ``days``)."""
+        self.days.setdefault(scope, set()).update(days)
+        self.first[scope] = min(self.first.get(scope, first), first)
+        self.last[scope] = max(self.last.get(scope, last), last)
 
     def bad_record(self, origin: str, where: str, exc: Exception) -> None:
         """Count a malformed record; the file's gap row names the first one and the count."""

@@ -10,6 +10,7 @@ from gcp_builders import entry, sa
 
 from auditor.connectors import gcp_logs
 from auditor.connectors.gcp_bigquery import fold_rows
+from auditor.timefmt import normalize_iso
 
 OPTIONS = gcp_logs.ScanOptions("2026-11-01T00:00:00Z", "2026-11-30T23:59:59Z", None)
 BOT = sa("bot")
@@ -106,9 +107,9 @@ def test_unreadable_file_is_a_gap_not_an_exception(tmp_path):
 
 
 def test_timestamps_in_other_forms_are_normalized():
-    assert gcp_logs.normalize_time("2026-11-05T10:00:00.123456789Z") == "2026-11-05T10:00:00Z"
-    assert gcp_logs.normalize_time("2026-11-05T12:00:00+02:00") == "2026-11-05T10:00:00Z"
-    assert gcp_logs.normalize_time("yesterday") is None
+    assert normalize_iso("2026-11-05T10:00:00.123456789Z") == "2026-11-05T10:00:00Z"
+    assert normalize_iso("2026-11-05T12:00:00+02:00") == "2026-11-05T10:00:00Z"
+    assert normalize_iso("yesterday") is None
 
 
 def test_newest_entry_reads_only_the_newest_sink_day(tmp_path):
