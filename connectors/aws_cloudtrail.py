@@ -184,20 +184,12 @@ def _decode_records_one_by_one(raw: bytes, origin: str, out: Partial) -> list[Ev
     return out.decode_each(_EVENT_DECODER, records, origin, "Records")
 
 
-def _decode_lines(raw: bytes, origin: str, out: Partial) -> list[Event]:
-    events = []
-    for number, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            fields = _LINE_DECODER.decode(line)
-            if "CloudTrailEvent" in fields:
-                events.append(_EVENT_DECODER.decode(msgspec.json.decode(fields["CloudTrailEvent"], type=str)))
-            else:
-                events.append(_EVENT_DECODER.decode(line))
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            out.bad_record(origin, f"line {number}", exc)
-    return events
+def _decode_line(line: bytes) -> Event:
+    """One exported event: a CloudTrail record, or a lookup-events item carrying it as a string."""
+    fields = _LINE_DECODER.decode(line)
+    if "CloudTrailEvent" in fields:
+        return _EVENT_DECODER.decode(msgspec.json.decode(fields["CloudTrailEvent"], type=str))
+    return _EVENT_DECODER.decode(line)
 
 
 def decode_file(raw: bytes, origin: str, out: Partial) -> list[Event]:
@@ -218,7 +210,7 @@ def decode_file(raw: bytes, origin: str, out: Partial) -> list[Event]:
         return _decode_records_one_by_one(raw, origin, out)
     except msgspec.DecodeError as exc:
         if b"\n{" in raw:  # newline-delimited export
-            return _decode_lines(raw, origin, out)
+            return out.decode_lines(raw, origin, _decode_line)
         raise ValueError(f"invalid JSON ({exc})") from None
     if parsed.Records is not None:
         return parsed.Records

@@ -178,16 +178,7 @@ def _decode_lines(raw: bytes, origin: str, out: Partial) -> list[Entry]:
         return _ENTRIES.decode(b"[" + raw.strip().replace(b"\n", b",") + b"]")
     except (msgspec.DecodeError, msgspec.ValidationError):
         pass
-    entries = []
-    decode = _ENTRY.decode
-    for number, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entries.append(decode(line))
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            out.bad_record(origin, f"line {number}", exc)
-    return entries
+    return out.decode_lines(raw, origin, _ENTRY.decode)
 
 
 def decode_file(raw: bytes, origin: str, out: Partial) -> list[Entry]:

@@ -86,6 +86,18 @@ class ScanCounters:
                 self.bad_record(origin, f"{label}[{index}]", exc)
         return decoded
 
+    def decode_lines(self, raw: bytes, origin: str, decode: Callable[[bytes], Any]) -> list[Any]:
+        """Decode newline-delimited records one line at a time, counting the malformed ones."""
+        decoded = []
+        for number, line in enumerate(raw.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                decoded.append(decode(line))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self.bad_record(origin, f"line {number}", exc)
+        return decoded
+
     def unreadable(self, origin: str, exc: Exception) -> Self:
         self.gaps.append({"scope": origin, "reason": f"file skipped: {exc}", "severity": "error", "count": 1})
         self.skipped["unreadable file"] = self.skipped.get("unreadable file", 0) + 1
