@@ -19,8 +19,8 @@ from auditor import __version__
 from auditor import cli_collect as live
 from auditor.audit import AuditOptions, analyze, gather
 from auditor.cli_gcp import collect_gcp, gcp_connectors
-from auditor.connectors.aws_files import AwsFiles
-from auditor.connectors.aws_live import AwsLive, UsageSource
+from auditor.connectors.aws.files import AwsFiles
+from auditor.connectors.aws.live import AwsLive, UsageSource
 from auditor.connectors.base import AuditRequest, Connector, Progress, no_progress
 from auditor.emit.report_md import terminal_summary
 from auditor.emit.write import write_outputs

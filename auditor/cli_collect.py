@@ -1,6 +1,6 @@
 """``auditor collect aws``, and the live-collection options ``auditor audit --aws`` shares with it.
 
-Thin adapters: options become a :class:`~auditor.connectors.aws_live.LiveOptions`; the library does
+Thin adapters: options become a :class:`~auditor.connectors.aws.live.LiveOptions`; the library does
 the rest and raises :class:`~auditor.errors.AuditorError` for the CLI's one-line error.
 """
 
@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from auditor.connectors.aws_live import AdvisorScope, LiveOptions, UsageSource, collect_snapshot
+from auditor.connectors.aws.live import AdvisorScope, LiveOptions, UsageSource, collect_snapshot
 from auditor.connectors.base import AuditRequest
 from auditor.selection import AgentSelector
 

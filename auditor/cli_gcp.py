@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from auditor.connectors.base import Connector, Progress
-from auditor.connectors.gcp_files import GcpFiles
+from auditor.connectors.gcp.files import GcpFiles
 from auditor.errors import InputError
 
 #: Temporary snapshot folders of ``audit --gcp-project`` without ``--gcp-snapshot``, removed at exit.
@@ -69,7 +69,7 @@ def collect_snapshot(
     credentials: Any = None,
     predefined_roles: bool = True,
 ) -> Path:
-    from auditor.connectors.gcp_live import CollectOptions, Endpoints, GcpCollector, default_credentials
+    from auditor.connectors.gcp.live import CollectOptions, Endpoints, GcpCollector, default_credentials
 
     options = CollectOptions(project, days, until, bigquery_table, predefined_roles=predefined_roles)
     collector = GcpCollector(

@@ -3,7 +3,7 @@
 Generates N realistic LogEntry records in the sink layout (``cloudaudit.googleapis.com/
 {activity,data_access}/YYYY/MM/DD/HH:00:00_HH:59:59_S0.json``, 30 days, 40 agent service accounts,
 impersonation chains, denied checks, entries without authorizationInfo), then times, each in a
-fresh process, the parse-and-fold of every file (``auditor.connectors.gcp_logs.scan``) with one
+fresh process, the parse-and-fold of every file (``auditor.connectors.gcp.audit_logs.scan``) with one
 worker and with all of them, and the whole ``auditor audit --gcp-dir``. Peak memory is the resident
 memory of the process tree (main process + parallel readers), sampled from /proc. Usage::
 
@@ -164,7 +164,7 @@ def generate(root: Path, entries: int, seed: int = 11) -> Path:
 PARSE = """
 import sys
 from pathlib import Path
-from auditor.connectors import gcp_logs
+from auditor.connectors.gcp import audit_logs as gcp_logs
 files = gcp_logs.find_log_files([Path(sys.argv[1])])
 partial = gcp_logs.scan(files, gcp_logs.ScanOptions("", "~", None), int(sys.argv[2]))
 assert partial.events_read == int(sys.argv[3]), partial.events_read

@@ -36,8 +36,8 @@ from typing import Any
 
 import boto3
 
-from auditor.connectors.aws_files import AwsFiles
-from auditor.connectors.aws_live import AdvisorScope, LiveOptions, collect_snapshot
+from auditor.connectors.aws.files import AwsFiles
+from auditor.connectors.aws.live import AdvisorScope, LiveOptions, collect_snapshot
 from auditor.connectors.base import AuditRequest
 from auditor.ruleset import load_rules
 from auditor.selection import AgentSelector

@@ -1,4 +1,4 @@
-"""CloudTrail event -> IAM action mapping (auditor.connectors.aws_actions)."""
+"""CloudTrail event -> IAM action mapping (auditor.connectors.aws.actions)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditor.catalog import Catalog, aws_catalog
-from auditor.connectors.aws_actions import (
+from auditor.connectors.aws.actions import (
     ActionMapping,
     EventActionMapper,
     coverage_report,

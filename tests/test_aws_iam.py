@@ -5,7 +5,7 @@ import urllib.parse
 
 import pytest
 
-from auditor.connectors.aws_iam import AuthorizationDetails, PolicyError, statements
+from auditor.connectors.aws.iam import AuthorizationDetails, PolicyError, statements
 from auditor.errors import InputError
 from auditor.selection import AgentSelector
 from builders import ACCOUNT, allow, auth_details, deny, managed_policy, policy, role

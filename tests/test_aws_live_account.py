@@ -33,8 +33,8 @@ from typer.testing import CliRunner
 
 from auditor.audit import AuditOptions, analyze
 from auditor.cli import app
-from auditor.connectors.aws_files import AwsFiles
-from auditor.connectors.aws_live import AdvisorScope, LiveOptions, collect_snapshot
+from auditor.connectors.aws.files import AwsFiles
+from auditor.connectors.aws.live import AdvisorScope, LiveOptions, collect_snapshot
 from auditor.connectors.base import AuditRequest
 from auditor.ruleset import load_rules
 from auditor.selection import AgentSelector

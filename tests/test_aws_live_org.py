@@ -31,9 +31,9 @@ from aws_live_support import (
 from auditor import aws_policy
 from auditor.audit import AuditOptions, analyze
 from auditor.catalog import aws_catalog
-from auditor.connectors.aws_actions import EventActionMapper
-from auditor.connectors.aws_files import AwsFiles
-from auditor.connectors.aws_live import AdvisorScope, LiveOptions, UsageSource, collect_snapshot
+from auditor.connectors.aws.actions import EventActionMapper
+from auditor.connectors.aws.files import AwsFiles
+from auditor.connectors.aws.live import AdvisorScope, LiveOptions, UsageSource, collect_snapshot
 from auditor.connectors.base import AuditRequest
 from auditor.ruleset import load_rules
 from auditor.selection import AgentSelector

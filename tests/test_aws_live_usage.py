@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from auditor import cli
 from auditor.audit import AuditOptions, analyze
-from auditor.connectors import aws_snapshot as snapshot
-from auditor.connectors.aws_athena import AthenaTable
-from auditor.connectors.aws_files import AwsFiles
-from auditor.connectors.aws_live import AdvisorScope, LiveOptions, collect_snapshot
-from auditor.connectors.aws_session import Endpoints
+from auditor.connectors.aws import snapshot as snapshot
+from auditor.connectors.aws.athena import AthenaTable
+from auditor.connectors.aws.files import AwsFiles
+from auditor.connectors.aws.live import AdvisorScope, LiveOptions, collect_snapshot
+from auditor.connectors.aws.session import Endpoints
 from auditor.connectors.base import AuditRequest
 from auditor.errors import InputError
 from auditor.ruleset import load_rules

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from auditor.connectors import aws_cloudtrail as trail
+from auditor.connectors.aws import cloudtrail as trail
 from auditor.errors import InputError
 from auditor.ruleset_files import rule_dirs
 from builders import ACCOUNT, event, role_arn, trail_file

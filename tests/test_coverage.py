@@ -3,7 +3,7 @@
 import pytest
 
 from auditor.catalog import aws_catalog
-from auditor.connectors.aws_coverage import ObservabilityRules, TrailCoverage, missing_days, observability_rows
+from auditor.connectors.aws.coverage import ObservabilityRules, TrailCoverage, missing_days, observability_rows
 from auditor.errors import InputError
 from auditor.matching import any_glob_regex
 from auditor.ruleset_files import rule_dirs

@@ -8,7 +8,7 @@ import pytest
 
 from auditor.audit import AuditOptions, analyze, gather
 from auditor.aws_policy import allows
-from auditor.connectors.aws_files import AwsFiles
+from auditor.connectors.aws.files import AwsFiles
 from auditor.connectors.base import AuditRequest
 from auditor.emit.policies import aws_policies
 from auditor.ruleset import load_rules

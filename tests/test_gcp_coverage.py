@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from auditor.connectors.gcp_coverage import AuditLogConfig, observability_rows
-from auditor.connectors.gcp_rules import GcpRules
+from auditor.connectors.gcp.coverage import AuditLogConfig, observability_rows
+from auditor.connectors.gcp.rules import GcpRules
 from auditor.ruleset_files import rule_dirs
 
 RULES = GcpRules.load(rule_dirs())

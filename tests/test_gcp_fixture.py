@@ -14,7 +14,7 @@ import yaml
 
 from auditor.audit import AuditOptions, analyze, gather
 from auditor.connectors.base import AuditRequest
-from auditor.connectors.gcp_files import GcpFiles
+from auditor.connectors.gcp.files import GcpFiles
 from auditor.emit.policies import all_policies
 from auditor.ruleset import load_rules
 from auditor.selection import AgentSelector

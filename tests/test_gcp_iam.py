@@ -7,7 +7,7 @@ import json
 import pytest
 from gcp_builders import binding, policy, role, sa
 
-from auditor.connectors.gcp_iam import (
+from auditor.connectors.gcp.iam import (
     build_grants,
     load_roles,
     parse_asset_policies,
@@ -15,7 +15,7 @@ from auditor.connectors.gcp_iam import (
     principal_of,
     service_account_labels,
 )
-from auditor.connectors.gcp_rules import GcpRules
+from auditor.connectors.gcp.rules import GcpRules
 from auditor.errors import InputError
 from auditor.ruleset_files import rule_dirs
 from auditor.selection import AgentSelector

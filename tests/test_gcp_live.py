@@ -24,9 +24,9 @@ from auditor import cli_gcp
 from auditor.audit import AuditOptions, analyze, gather
 from auditor.cli import app
 from auditor.connectors.base import AuditRequest
-from auditor.connectors.gcp_api import Caller
-from auditor.connectors.gcp_files import GcpFiles
-from auditor.connectors.gcp_live import CollectOptions, Endpoints, GcpCollector
+from auditor.connectors.gcp.api import Caller
+from auditor.connectors.gcp.files import GcpFiles
+from auditor.connectors.gcp.live import CollectOptions, Endpoints, GcpCollector
 from auditor.errors import ConnectorError
 from auditor.ruleset import load_rules
 from auditor.selection import AgentSelector

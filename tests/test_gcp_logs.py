@@ -8,8 +8,8 @@ from pathlib import Path
 
 from gcp_builders import entry, sa
 
-from auditor.connectors import gcp_logs
-from auditor.connectors.gcp_bigquery import fold_rows
+from auditor.connectors.gcp import audit_logs as gcp_logs
+from auditor.connectors.gcp.bigquery import fold_rows
 from auditor.timefmt import normalize_iso
 
 OPTIONS = gcp_logs.ScanOptions("2026-11-01T00:00:00Z", "2026-11-30T23:59:59Z", None)

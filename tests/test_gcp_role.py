@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from auditor.audit import AuditOptions, analyze, gather
 from auditor.connectors.base import AuditRequest
-from auditor.connectors.gcp_files import GcpFiles
+from auditor.connectors.gcp.files import GcpFiles
 from auditor.emit.gcp_role import (
     MAX_DESCRIPTION_BYTES,
     MAX_PERMISSIONS,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from auditor.catalog import Catalog
-from auditor.connectors.gcp_rules import GcpRules
+from auditor.connectors.gcp.rules import GcpRules
 from auditor.matching import has_wildcard
 from auditor.ruleset import load_rules
 from auditor.ruleset_files import builtin_rules_dir, load_yaml, rule_dirs

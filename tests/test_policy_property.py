@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from auditor.audit import AuditOptions, analyze, gather
 from auditor.aws_policy import evaluate
 from auditor.catalog import aws_catalog
-from auditor.connectors.aws_actions import EventActionMapper
-from auditor.connectors.aws_files import AwsFiles
+from auditor.connectors.aws.actions import EventActionMapper
+from auditor.connectors.aws.files import AwsFiles
 from auditor.connectors.base import AuditRequest
 from auditor.emit.write import write_outputs
 from auditor.ruleset import load_rules

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from auditor.connectors.gcp_files import GcpFiles
+from auditor.connectors.gcp.files import GcpFiles
 from auditor.connectors.snapshot_io import atomic_file, write_json
 from auditor.errors import InputError
 

@@ -28,7 +28,7 @@ import yaml
 
 from auditor import __version__
 from auditor.audit import AuditResult
-from auditor.connectors.gcp_rules import GcpRules
+from auditor.connectors.gcp.rules import GcpRules
 from auditor.diff import IdentityAudit, Statement
 from auditor.emit.least_privilege import IdentityPolicies, PolicyFile, kept_permissions
 from auditor.policy_files import slug

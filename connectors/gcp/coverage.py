@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from auditor.connectors.gcp_iam import principal_of
-from auditor.connectors.gcp_rules import ALWAYS_ON, GcpRules
+from auditor.connectors.gcp.iam import principal_of
+from auditor.connectors.gcp.rules import ALWAYS_ON, GcpRules
 
 ALL_SERVICES = "allServices"
 

@@ -2,11 +2,11 @@
 
 :func:`collect_snapshot` gathers grants, usage (the trail bucket, ``LookupEvents`` or an Athena
 aggregate), the trail's event selectors and Access Advisor into a folder that
-:class:`~auditor.connectors.aws_files.AwsFiles` reads, plus a ``manifest.json``. :class:`AwsLive`
+:class:`~auditor.connectors.aws.files.AwsFiles` reads, plus a ``manifest.json``. :class:`AwsLive`
 audits by collecting into such a folder and reading it back: a live audit and an offline audit of
 its snapshot are the same computation. Only List/Get/Describe/Lookup/Generate calls and Athena's
 StartQueryExecution are made; nothing is written to any cloud resource (Athena writes its own result
-file, see :mod:`auditor.connectors.aws_athena`).
+file, see :mod:`auditor.connectors.aws.athena`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ from typing import Any
 import polars as pl
 
 from auditor import __version__, model
-from auditor.connectors import aws_access_advisor, aws_athena, aws_lookup
-from auditor.connectors import aws_s3_trail as s3trail
-from auditor.connectors import aws_snapshot as snap
-from auditor.connectors.aws_files import AwsFiles
-from auditor.connectors.aws_iam import AUTH_KEYS, AuthorizationDetails
-from auditor.connectors.aws_session import AccountSession, Endpoints, SessionFactory, SessionHook
+from auditor.connectors.aws import access_advisor as aws_access_advisor
+from auditor.connectors.aws import athena as aws_athena
+from auditor.connectors.aws import lookup_events as aws_lookup
+from auditor.connectors.aws import s3_trail as s3trail
+from auditor.connectors.aws import snapshot as snap
+from auditor.connectors.aws.files import AwsFiles
+from auditor.connectors.aws.iam import AUTH_KEYS, AuthorizationDetails
+from auditor.connectors.aws.session import AccountSession, Endpoints, SessionFactory, SessionHook
 from auditor.connectors.base import AuditRequest, Progress, no_progress
 from auditor.connectors.snapshot_io import write_json
 from auditor.errors import ConnectorError

@@ -19,7 +19,7 @@ import polars as pl
 import yaml
 
 from auditor import model
-from auditor.connectors.gcp_rules import GcpRules
+from auditor.connectors.gcp.rules import GcpRules
 from auditor.errors import InputError
 from auditor.jsonio import load_json
 from auditor.selection import AgentSelector

@@ -3,7 +3,7 @@
 A usage signal independent of CloudTrail. AWS builds the report asynchronously per identity
 (``GenerateServiceLastAccessedDetails``, then ``GetServiceLastAccessedDetails`` until COMPLETED);
 only a few jobs run at once because IAM rate-limits these calls. The raw answer is kept; what it
-proves is decided when the snapshot is read (:func:`auditor.connectors.aws_snapshot.fold_advisor`).
+proves is decided when the snapshot is read (:func:`auditor.connectors.aws.snapshot.fold_advisor`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from auditor.connectors.aws_session import SDK_ERRORS, explain
+from auditor.connectors.aws.session import SDK_ERRORS, explain
 
 POLL_START, POLL_MAX, TIMEOUT = 0.2, 5.0, 600.0
 WORKERS = 4

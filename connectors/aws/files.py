@@ -4,7 +4,7 @@ A snapshot directory (what ``auditor collect aws`` writes, or what a user assemb
 ``authorization-details*.json``, optionally ``event-selectors*.json``, and the logs (an ``AWSLogs/``
 tree or ``*.ndjson`` exports) anywhere below it. A live collection adds ``manifest.json`` (its window
 becomes the default audit window, its gaps are reported), ``athena-usage.json`` and
-``access-advisor-*.json`` (more usage, see :mod:`auditor.connectors.aws_snapshot`), and per-account
+``access-advisor-*.json`` (more usage, see :mod:`auditor.connectors.aws.snapshot`), and per-account
 ``event-selectors-<account>*.json`` that apply to that account only.
 """
 
@@ -20,16 +20,16 @@ import polars as pl
 
 from auditor import model
 from auditor.catalog import aws_catalog
-from auditor.connectors import aws_cloudtrail as trail
-from auditor.connectors import aws_snapshot as snap
-from auditor.connectors.aws_coverage import (
+from auditor.connectors.aws import cloudtrail as trail
+from auditor.connectors.aws import snapshot as snap
+from auditor.connectors.aws.coverage import (
     ObservabilityRules,
     TrailCoverage,
     missing_days,
     observability_rows,
     summarize_days,
 )
-from auditor.connectors.aws_iam import AuthorizationDetails
+from auditor.connectors.aws.iam import AuthorizationDetails
 from auditor.connectors.base import AuditRequest, Progress, no_progress
 from auditor.errors import InputError
 from auditor.timefmt import iso_utc, parse_iso

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from auditor.catalog import Catalog, aws_catalog
-from auditor.connectors import aws_cloudtrail as trail
-from auditor.connectors.aws_actions import EventActionMapper
+from auditor.connectors.aws import cloudtrail as trail
+from auditor.connectors.aws.actions import EventActionMapper
 from auditor.connectors.snapshot_io import require_complete, write_json
 from auditor.errors import InputError
 from auditor.jsonio import load_json

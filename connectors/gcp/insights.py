@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from auditor.connectors.gcp_iam import principal_of
+from auditor.connectors.gcp.iam import principal_of
 from auditor.errors import InputError
 from auditor.jsonio import load_json
 

@@ -20,7 +20,7 @@ from botocore.parsers import ResponseParserError
 
 from auditor import __version__
 from auditor.catalog import aws_catalog
-from auditor.connectors.aws_actions import EventActionMapper
+from auditor.connectors.aws.actions import EventActionMapper
 from auditor.errors import ConnectorError, InputError
 from auditor.ruleset_files import rule_dirs
 

@@ -22,7 +22,7 @@ import msgspec
 import orjson
 
 from auditor.catalog import aws_catalog, aws_resource_arn_formats
-from auditor.connectors.aws_actions import ActionMapping, EventActionMapper
+from auditor.connectors.aws.actions import ActionMapping, EventActionMapper
 from auditor.connectors.log_scan import ScanCounters, fold_files
 from auditor.errors import InputError
 from auditor.jsonio import gunzip

@@ -28,13 +28,13 @@ import polars as pl
 
 from auditor import model
 from auditor.catalog import Catalog
-from auditor.connectors import gcp_logs
-from auditor.connectors.aws_coverage import missing_days, summarize_days
+from auditor.connectors.aws.coverage import missing_days, summarize_days
 from auditor.connectors.base import AuditRequest, Progress, no_progress
-from auditor.connectors.gcp_bigquery import FORMAT as AGGREGATE_FORMAT
-from auditor.connectors.gcp_bigquery import fold_rows
-from auditor.connectors.gcp_coverage import AuditLogConfig, observability_rows
-from auditor.connectors.gcp_iam import (
+from auditor.connectors.gcp import audit_logs as gcp_logs
+from auditor.connectors.gcp.bigquery import FORMAT as AGGREGATE_FORMAT
+from auditor.connectors.gcp.bigquery import fold_rows
+from auditor.connectors.gcp.coverage import AuditLogConfig, observability_rows
+from auditor.connectors.gcp.iam import (
     Policy,
     audit_log_configs,
     build_grants,
@@ -44,8 +44,8 @@ from auditor.connectors.gcp_iam import (
     parse_policy,
     policy_resource_from_path,
 )
-from auditor.connectors.gcp_insights import usage_rows
-from auditor.connectors.gcp_rules import GcpRules
+from auditor.connectors.gcp.insights import usage_rows
+from auditor.connectors.gcp.rules import GcpRules
 from auditor.connectors.snapshot_io import require_complete
 from auditor.errors import InputError
 from auditor.jsonio import load_json

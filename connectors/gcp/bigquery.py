@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from auditor.connectors.gcp_logs import EVIDENCE, K8S_SERVICE, Partial
+from auditor.connectors.gcp.audit_logs import EVIDENCE, K8S_SERVICE, Partial
 from auditor.errors import InputError
 
 FORMAT = "auditor.gcp-bigquery-usage/v1"

@@ -20,7 +20,7 @@ from typing import Any
 import botocore.exceptions as bce
 from botocore.parsers import ResponseParserError
 
-from auditor.connectors.aws_session import EXPIRED_CODES
+from auditor.connectors.aws.session import EXPIRED_CODES
 from auditor.connectors.snapshot_io import atomic_file
 
 CHUNK = 1 << 20

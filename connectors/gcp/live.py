@@ -1,7 +1,7 @@
 """Live GCP collection: read-only API calls that write the offline snapshot format.
 
 ``auditor collect gcp --project P`` (and ``auditor audit --gcp-project P``) use Application Default
-Credentials and write the folder :class:`~auditor.connectors.gcp_files.GcpFiles` reads, so a live
+Credentials and write the folder :class:`~auditor.connectors.gcp.files.GcpFiles` reads, so a live
 audit and an offline audit of the same snapshot are the same audit by construction:
 
 - IAM policies of the project and its ancestors (``google-cloud-resource-manager``, REST transport,
@@ -28,9 +28,9 @@ import orjson
 
 from auditor import __version__
 from auditor.connectors.base import Progress, no_progress
-from auditor.connectors.gcp_api import Caller, Need
-from auditor.connectors.gcp_bigquery import FORMAT as AGGREGATE_FORMAT
-from auditor.connectors.gcp_bigquery import aggregation_query, run_aggregation
+from auditor.connectors.gcp.api import Caller, Need
+from auditor.connectors.gcp.bigquery import FORMAT as AGGREGATE_FORMAT
+from auditor.connectors.gcp.bigquery import aggregation_query, run_aggregation
 from auditor.connectors.snapshot_io import atomic_file, write_json
 from auditor.errors import ConnectorError, InputError
 from auditor.timefmt import iso_utc
