@@ -6,7 +6,7 @@ connectors from the user's own role definitions / provider operations (never a t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -15,15 +15,7 @@ import polars as pl
 from auditor.disk_cache import cached
 from auditor.matching import any_glob_regex, has_wildcard
 
-#: Character that separates the service from the rest of a permission name, per provider.
-SERVICE_SEPARATOR = {"aws": ":", "gcp": ".", "azure": "/", "tool": "."}
-
 READ_LEVELS = frozenset({"List", "Read"})
-
-
-def service_of(provider: str, action: str) -> str:
-    sep = SERVICE_SEPARATOR.get(provider, ":")
-    return action.split(sep, 1)[0].lower()
 
 
 @dataclass(frozen=True)
@@ -36,6 +28,9 @@ class Catalog:
     access_levels: Mapping[str, str]
     version: str
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    service_separator: str = ":"  # what ends the service part of a name: "s3:", "storage.", "Microsoft.Storage/"
+    level_of: Callable[[str], str] | None = None  # access level of names the catalog does not list
+    restricted: Mapping[str, str] = field(default_factory=dict)  # permission -> why a custom role cannot hold it
     _by_lower: dict[str, str] = field(init=False, repr=False, compare=False)
     _by_service: dict[str, list[str]] = field(init=False, repr=False, compare=False)
     _expand_cache: dict[tuple[tuple[str, ...], bool], frozenset[str]] = field(init=False, repr=False, compare=False)
@@ -44,7 +39,7 @@ class Catalog:
         by_lower = {name.lower(): name for name in self.access_levels}
         by_service: dict[str, list[str]] = {}
         for name in self.access_levels:
-            by_service.setdefault(service_of(self.provider, name), []).append(name)
+            by_service.setdefault(self.service_of(name), []).append(name)
         object.__setattr__(self, "_by_lower", by_lower)
         object.__setattr__(self, "_by_service", by_service)
         object.__setattr__(self, "_expand_cache", {})
@@ -54,19 +49,42 @@ class Catalog:
 
     def merged(self, other: Catalog) -> Catalog:
         """One catalog holding both (two snapshots of the same provider, e.g. two GCP projects)."""
-        if other is self:
+        if other is self or (other.version == self.version and other.access_levels == self.access_levels):
             return self
         versions = self.version if other.version == self.version else f"{self.version}; {other.version}"
         return Catalog(
-            self.provider, {**self.access_levels, **other.access_levels}, versions, {**self.roles, **other.roles}
+            self.provider,
+            {**self.access_levels, **other.access_levels},
+            versions,
+            {**self.roles, **other.roles},
+            self.service_separator,
+            self.level_of or other.level_of,
+            {**self.restricted, **other.restricted},
         )
+
+    def service_of(self, action: str) -> str:
+        """The service part of a permission name, lower-cased (``s3``, ``storage``, ``microsoft.storage``)."""
+        return action.split(self.service_separator, 1)[0].lower()
+
+    def wildcard_kind(self, pattern: str) -> str | None:
+        """``cross-service`` (``*``, ``*:Get*``), ``service`` (all of one service: ``s3:*``,
+        ``storage.*``, ``Microsoft.Storage/*``), ``partial`` (``s3:Get*``) or None (no wildcard)."""
+        if not has_wildcard(pattern):
+            return None
+        service, sep, rest = pattern.partition(self.service_separator)
+        if has_wildcard(service) or not sep:
+            return "cross-service"
+        return "service" if rest.strip("*") == "" else "partial"
 
     def canonical(self, name: str) -> str | None:
         """The catalog's spelling of ``name`` (matching is case-insensitive), or None if unknown."""
         return self._by_lower.get(name.lower())
 
     def access_level(self, action: str) -> str:
-        return self.access_levels.get(action, "")
+        level = self.access_levels.get(action)
+        if level is None:
+            return self.level_of(action) if self.level_of else ""
+        return level
 
     def is_read(self, action: str) -> bool:
         return self.access_level(action) in READ_LEVELS
@@ -100,7 +118,7 @@ class Catalog:
             if not has_wildcard(pattern):
                 matched.add(self.canonical(pattern) or pattern)
                 continue
-            service = service_of(self.provider, pattern)
+            service = self.service_of(pattern)
             wild.setdefault(None if has_wildcard(service) else service, []).append(pattern)
         for service, group in wild.items():
             regex = any_glob_regex(group)

@@ -8,22 +8,25 @@ Provider-neutral: it reads only the normalized frames of :mod:`auditor.model` an
    permissions boundary (intersection), so "granted" means effectively granted,
 3. joins the result with usage and gives each permission exactly one state — ``used``,
    ``denied``, ``unused`` or ``unobservable`` — never calling unused what the logs cannot show.
+
+Identities holding the same statements (many agents share a managed policy) share one expansion,
+and the permission table is built with joins over sets, so cost grows linearly with identities.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import polars as pl
 
-from auditor.catalog import Catalog, service_of
-from auditor.matching import has_wildcard
+from auditor.catalog import Catalog
 from auditor.model import UTC_TIME, AuditInput
-from auditor.ruleset import RuleSet
+from auditor.ruleset import Rules
 
 PERMISSIONS = {
     "provider": pl.Utf8,
@@ -52,12 +55,26 @@ PERMISSIONS = {
     "note": pl.Utf8,
 }
 
+_STATEMENT_FIELDS = (
+    "layer",
+    "effect",
+    "actions",
+    "not_action",
+    "resources",
+    "not_resource",
+    "condition",
+    "source",
+    "source_kind",
+    "policy",
+    "scope",
+    "member",
+)
+
 
 @dataclass(frozen=True)
 class Statement:
-    """One grant statement of one identity (a row of the GRANTS frame)."""
+    """One grant statement (a row of the GRANTS frame, without the identity it belongs to)."""
 
-    statement_id: str
     layer: str
     effect: str
     actions: tuple[str, ...]
@@ -67,6 +84,9 @@ class Statement:
     condition: str | None
     source: str
     source_kind: str
+    policy: str | None = None
+    scope: str | None = None
+    member: str | None = None
 
     @property
     def unconditional_everywhere(self) -> bool:
@@ -80,6 +100,9 @@ class Statement:
             return False
         return self.source_kind == "admin-role" or ("*" in self.resources and (self.not_action or "*" in self.actions))
 
+    def condition_json(self) -> Any:
+        return json.loads(self.condition) if self.condition else None
+
 
 @dataclass
 class Grant:
@@ -91,6 +114,17 @@ class Grant:
 
 
 @dataclass
+class Effective:
+    """The expansion of one set of statements (shared by every identity holding exactly that set)."""
+
+    statements: tuple[Statement, ...]
+    granted: dict[str, Grant]
+    removed_by_deny: dict[str, str]
+    removed_by_boundary: set[str]
+    boundary_sources: list[str]
+
+
+@dataclass
 class IdentityAudit:
     """Everything the diff engine decided about one identity."""
 
@@ -98,12 +132,29 @@ class IdentityAudit:
     account: str
     identity: str
     name: str
-    statements: list[Statement]
-    effective: dict[str, Grant]
-    removed_by_deny: dict[str, str]
-    removed_by_boundary: set[str]
-    boundary_sources: list[str]
+    kind: str
+    expansion: Effective
     any_activity: bool
+
+    @property
+    def statements(self) -> tuple[Statement, ...]:
+        return self.expansion.statements
+
+    @property
+    def effective(self) -> dict[str, Grant]:
+        return self.expansion.granted
+
+    @property
+    def removed_by_deny(self) -> dict[str, str]:
+        return self.expansion.removed_by_deny
+
+    @property
+    def removed_by_boundary(self) -> set[str]:
+        return self.expansion.removed_by_boundary
+
+    @property
+    def boundary_sources(self) -> list[str]:
+        return self.expansion.boundary_sources
 
 
 @dataclass
@@ -112,31 +163,8 @@ class DiffResult:
     identities: list[IdentityAudit]
 
 
-def _statements(rows: Iterable[dict[str, Any]]) -> list[Statement]:
-    return [
-        Statement(
-            statement_id=r["statement_id"],
-            layer=r["layer"],
-            effect=r["effect"],
-            actions=tuple(r["actions"] or ()),
-            not_action=bool(r["not_action"]),
-            resources=tuple(r["resources"] or ("*",)),
-            not_resource=bool(r["not_resource"]),
-            condition=r["condition"],
-            source=r["source"],
-            source_kind=r["source_kind"],
-        )
-        for r in rows
-    ]
-
-
-def effective_grants(
-    statements: list[Statement], catalog: Catalog
-) -> tuple[dict[str, Grant], dict[str, str], set[str], list[str]]:
-    """Expand statements to concrete permissions and apply Deny and the boundary.
-
-    Returns (effective, removed_by_deny {action: source}, removed_by_boundary, boundary sources).
-    """
+def effective_grants(statements: Sequence[Statement], catalog: Catalog) -> Effective:
+    """Expand statements to concrete permissions and apply Deny and the boundary."""
     allowed: dict[str, Grant] = defaultdict(Grant)
     for stmt in statements:
         if stmt.layer == "identity" and stmt.effect == "Allow":
@@ -163,7 +191,26 @@ def effective_grants(
         removed_by_boundary = {a for a, g in allowed.items() if not g.caps}
         for action in removed_by_boundary:
             del allowed[action]
-    return dict(allowed), removed_by_deny, removed_by_boundary, sorted({s.source for s in boundary})
+    return Effective(
+        tuple(statements), dict(allowed), removed_by_deny, removed_by_boundary, sorted({s.source for s in boundary})
+    )
+
+
+def _statement(row: dict[str, Any]) -> Statement:
+    return Statement(
+        layer=row["layer"],
+        effect=row["effect"],
+        actions=tuple(row["actions"] or ()),
+        not_action=bool(row["not_action"]),
+        resources=tuple(row["resources"] or ("*",)),
+        not_resource=bool(row["not_resource"]),
+        condition=row["condition"],
+        source=row["source"],
+        source_kind=row["source_kind"],
+        policy=row["policy"],
+        scope=row["scope"],
+        member=row["member"],
+    )
 
 
 def _usage_per_action(usage: pl.DataFrame) -> pl.DataFrame:
@@ -212,13 +259,6 @@ def _observability_reasons(data: AuditInput, wanted: pl.DataFrame) -> pl.DataFra
     return both.sort("order").unique(["provider", "account", "identity", "action"], keep="first").drop("order")
 
 
-def _grouped(df: pl.DataFrame, keys: list[str]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
-    grouped: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for row in df.iter_rows(named=True):
-        grouped[tuple(row[k] for k in keys)].append(row)
-    return grouped
-
-
 def _granted_note(grant: Grant) -> str | None:
     notes = []
     if all(s.condition for s in grant.statements):
@@ -238,35 +278,20 @@ def _ungranted_note(audit: IdentityAudit, action: str, calls: int) -> str:
     return "not granted"
 
 
-def _granted_frame(audits: list[IdentityAudit]) -> pl.DataFrame:
-    """One row per effective permission; grant sources are built flat and grouped in polars
-    (constructing tens of thousands of small Python lists is the slow part otherwise)."""
-    columns: dict[str, list[Any]] = {k: [] for k in ("provider", "account", "identity", "name", "action", "note")}
-    sources: dict[str, list[str]] = {"identity": [], "action": [], "source": []}
-    for audit in audits:
-        for action, grant in audit.effective.items():
-            columns["provider"].append(audit.provider)
-            columns["account"].append(audit.account)
-            columns["identity"].append(audit.identity)
-            columns["name"].append(audit.name)
-            columns["action"].append(action)
-            columns["note"].append(
-                _granted_note(grant) if grant.partial_denies or grant.statements[0].condition else None
-            )
-            for source in {s.source for s in grant.statements}:
-                sources["identity"].append(audit.identity)
-                sources["action"].append(action)
-                sources["source"].append(source)
-    granted = pl.DataFrame(columns, schema=dict.fromkeys(columns, pl.Utf8))
-    by_action = (
-        pl.DataFrame(sources, schema=dict.fromkeys(sources, pl.Utf8))
-        .group_by("identity", "action")
-        .agg(pl.col("source").sort().alias("grant_sources"))
+def _set_frame(set_id: int, expansion: Effective) -> pl.DataFrame:
+    """One row per permission the set grants; built once per distinct set of statements."""
+    actions = list(expansion.granted)
+    notes = [
+        _granted_note(g) if g.partial_denies or g.statements[0].condition else None for g in expansion.granted.values()
+    ]
+    sources = [sorted({s.source for s in g.statements}) for g in expansion.granted.values()]
+    return pl.DataFrame(
+        {"set_id": [set_id] * len(actions), "action": actions, "note": notes, "grant_sources": sources},
+        schema={"set_id": pl.UInt32, "action": pl.Utf8, "note": pl.Utf8, "grant_sources": pl.List(pl.Utf8)},
     )
-    return granted.join(by_action, on=["identity", "action"], how="left").with_columns(pl.lit(True).alias("granted"))
 
 
-def _classification_frame(data: AuditInput, rules: RuleSet, keys: pl.DataFrame) -> pl.DataFrame:
+def _classification_frame(data: AuditInput, rules: Rules, keys: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for provider, action in keys.unique().iter_rows():
         catalog = data.catalogs[provider]
@@ -275,7 +300,7 @@ def _classification_frame(data: AuditInput, rules: RuleSet, keys: pl.DataFrame) 
             (
                 provider,
                 action,
-                service_of(provider, action),
+                catalog.service_of(action),
                 catalog.access_level(action),
                 cls is not None,
                 cls.rule if cls else None,
@@ -298,35 +323,47 @@ def _classification_frame(data: AuditInput, rules: RuleSet, keys: pl.DataFrame) 
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
-def permission_table(data: AuditInput, rules: RuleSet, audits: list[IdentityAudit]) -> pl.DataFrame:
+def permission_table(
+    data: AuditInput, rules: Rules, audits: list[IdentityAudit], set_ids: dict[int, int]
+) -> pl.DataFrame:
     """One row per (identity, permission) granted or seen, with its evidence state."""
     keys = ["provider", "identity", "action"]
     audited = pl.DataFrame(
         {
             "provider": [a.provider for a in audits],
             "identity": [a.identity for a in audits],
-            "account_": [a.account for a in audits],
-            "name_": [a.name for a in audits],
+            "account": [a.account for a in audits],
+            "name": [a.name for a in audits],
+            "set_id": [set_ids[id(a.expansion)] for a in audits],
         },
-        schema={"provider": pl.Utf8, "identity": pl.Utf8, "account_": pl.Utf8, "name_": pl.Utf8},
+        schema={"provider": pl.Utf8, "identity": pl.Utf8, "account": pl.Utf8, "name": pl.Utf8, "set_id": pl.UInt32},
     )
-    usage = _usage_per_action(data.usage).join(audited, on=["provider", "identity"], how="semi")
+    expansions = {set_ids[id(a.expansion)]: a.expansion for a in audits}
+    sets = pl.concat([_set_frame(i, e) for i, e in sorted(expansions.items())]) if expansions else None
+    granted = (
+        audited.join(sets, on="set_id", how="inner").with_columns(pl.lit(True).alias("granted"))
+        if sets is not None
+        else None
+    )
+    usage = _usage_per_action(data.usage).join(
+        audited.select("provider", "identity"), on=["provider", "identity"], how="semi"
+    )
+    base = granted.drop("set_id", "account", "name") if granted is not None else usage.select(keys).clear()
     table = (
-        _granted_frame(audits)
-        .join(usage, on=keys, how="full", coalesce=True)
-        .join(audited, on=["provider", "identity"], how="left")
+        base.join(usage, on=keys, how="full", coalesce=True)
+        .join(audited.drop("set_id"), on=["provider", "identity"], how="left")
         .with_columns(
-            pl.coalesce("account", "account_").alias("account"),
-            pl.coalesce("name", "name_").alias("name"),
-            pl.col("granted").fill_null(False),
+            pl.col("granted").fill_null(False) if "granted" in base.columns else pl.lit(False).alias("granted"),
             pl.col("calls").fill_null(0),
             pl.col("denied_calls").fill_null(0),
             pl.col("evidence").fill_null([]),
             pl.col("resources_seen").fill_null([]),
-            pl.col("grant_sources").fill_null([]),
         )
-        .drop("account_", "name_")
     )
+    for column, dtype in (("grant_sources", pl.List(pl.Utf8)), ("note", pl.Utf8)):
+        if column not in table.columns:
+            table = table.with_columns(pl.lit(None, dtype=dtype).alias(column))
+    table = table.with_columns(pl.col("grant_sources").fill_null([]))
     table = table.join(
         _observability_reasons(data, table.filter("granted").select("provider", "account", "identity", "action")),
         on=["provider", "account", "identity", "action"],
@@ -359,42 +396,47 @@ def permission_table(data: AuditInput, rules: RuleSet, audits: list[IdentityAudi
     )
     table = table.join(notes, on=keys, how="left").with_columns(pl.coalesce("note", "note_").alias("note"))
     return table.select([pl.col(c).cast(t) for c, t in PERMISSIONS.items()]).sort(
-        ["provider", "account", "name", "action"]
+        ["provider", "account", "name", "identity", "action"]
     )
 
 
-def diff(data: AuditInput, rules: RuleSet) -> DiffResult:
+def _signature(statements: Iterable[Statement]) -> tuple[Statement, ...]:
+    return tuple(sorted(set(statements), key=lambda s: tuple(str(getattr(s, f)) for f in _STATEMENT_FIELDS)))
+
+
+def diff(data: AuditInput, rules: Rules, now: datetime | None = None) -> DiffResult:
     """Run the engine over every agent identity in ``data``."""
-    agents = data.identities.filter(pl.col("is_agent"))
-    grants = _grouped(
-        data.grants.join(agents.select("provider", "identity"), on=["provider", "identity"], how="semi"),
-        ["provider", "identity"],
-    )
+    agents = data.identities.filter(pl.col("is_agent")).sort(["provider", "account", "name", "identity"])
+    rows = data.grants.join(agents.select("provider", "identity"), on=["provider", "identity"], how="semi")
+    by_identity: dict[tuple[str, str], list[Statement]] = defaultdict(list)
+    for row in rows.select("provider", "identity", *_STATEMENT_FIELDS).iter_rows(named=True):
+        by_identity[(row["provider"], row["identity"])].append(_statement(row))
     active = set(zip(data.usage["provider"], data.usage["identity"], strict=True))
     active |= set(zip(data.unmapped["provider"], data.unmapped["identity"], strict=True))
+    expansions: dict[tuple[str, tuple[Statement, ...]], Effective] = {}
     audits: list[IdentityAudit] = []
-    for ident in agents.sort(["provider", "account", "name"]).iter_rows(named=True):
+    for ident in agents.iter_rows(named=True):
         provider, identity = ident["provider"], ident["identity"]
-        statements = _statements(grants.get((provider, identity), []))
-        effective, by_deny, by_boundary, boundary_sources = effective_grants(statements, data.catalogs[provider])
+        signature = _signature(by_identity.get((provider, identity), ()))
+        expansion = expansions.get((provider, signature))
+        if expansion is None:
+            expansion = expansions[(provider, signature)] = effective_grants(signature, data.catalogs[provider])
         audits.append(
             IdentityAudit(
                 provider,
                 ident["account"],
                 identity,
                 ident["name"],
-                statements,
-                effective,
-                by_deny,
-                by_boundary,
-                boundary_sources,
+                ident["kind"],
+                expansion,
                 any_activity=(provider, identity) in active,
             )
         )
-    return DiffResult(permission_table(data, rules, audits), audits)
+    set_ids = {id(e): i for i, e in enumerate(expansions.values())}
+    return DiffResult(permission_table(data, rules, audits, set_ids), audits)
 
 
-def wildcard_patterns(statements: Iterable[Statement]) -> list[str]:
+def wildcard_patterns(statements: Iterable[Statement], catalog: Catalog) -> list[str]:
     """Allow patterns that grant a whole service or match across services (``s3:*``, ``*:Get*``)."""
     found = set()
     for stmt in statements:
@@ -403,12 +445,6 @@ def wildcard_patterns(statements: Iterable[Statement]) -> list[str]:
         for pattern in stmt.actions:
             if stmt.not_action:
                 found.add(f"NotAction {pattern}")
-                continue
-            head, _, tail = pattern.partition(":") if ":" in pattern else pattern.partition(".")
-            if has_wildcard(head) or tail in ("*", ""):
+            elif catalog.wildcard_kind(pattern) in ("service", "cross-service"):
                 found.add(pattern)
     return sorted(found)
-
-
-def condition_json(statement: Statement) -> Any:
-    return json.loads(statement.condition) if statement.condition else None

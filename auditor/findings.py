@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
 
 from auditor.catalog import Catalog
 from auditor.diff import DiffResult, IdentityAudit, wildcard_patterns
-from auditor.model import AuditInput, Window
-from auditor.ruleset import SEVERITY_RANK, RuleSet
+from auditor.model import AuditInput
+from auditor.ruleset import SEVERITY_RANK, Rules
 
 FINDINGS = {
     "provider": pl.Utf8,
@@ -65,7 +66,7 @@ def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
-def _grant_findings(out: _Collector, audit: IdentityAudit, sev: dict[str, str]) -> None:
+def _grant_findings(out: _Collector, audit: IdentityAudit, sev: Mapping[str, str], catalog: Catalog) -> None:
     admin = [s for s in audit.statements if s.layer == "identity" and s.is_admin]
     if admin:
         capped = bool(audit.boundary_sources)
@@ -80,13 +81,13 @@ def _grant_findings(out: _Collector, audit: IdentityAudit, sev: dict[str, str]) 
             [],
             detail=detail,
         )
-    wild = wildcard_patterns(audit.statements)
+    wild = wildcard_patterns(audit.statements, catalog)
     if wild:
         out.add("wildcard-grant", sev["wildcard-grant"], f"wildcard grants: {', '.join(wild)}", wild)
 
 
 def _escalation_findings(
-    out: _Collector, audit: IdentityAudit, rules: RuleSet, states: dict[str, str], catalog: Catalog
+    out: _Collector, audit: IdentityAudit, rules: Rules, states: dict[str, str], catalog: Catalog
 ) -> None:
     """One finding per identity listing every escalation method whose permissions are all granted."""
     fired: list[tuple[str, str, str, list[str]]] = []
@@ -127,7 +128,7 @@ def _escalation_findings(
     )
 
 
-def _state_findings(out: _Collector, perms: pl.DataFrame, sev: dict[str, str]) -> None:
+def _state_findings(out: _Collector, perms: pl.DataFrame, sev: Mapping[str, str]) -> None:
     by_rule: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for row in perms.filter(pl.col("granted") & pl.col("destructive") & (pl.col("state") == "unused")).iter_rows(
         named=True
@@ -192,7 +193,7 @@ def _state_findings(out: _Collector, perms: pl.DataFrame, sev: dict[str, str]) -
         )
 
 
-def build_findings(data: AuditInput, result: DiffResult, rules: RuleSet, window: Window | None) -> pl.DataFrame:
+def build_findings(data: AuditInput, result: DiffResult, rules: Rules) -> pl.DataFrame:
     rows: list[dict[str, Any]] = []
     sev = rules.severities
     perms_by_identity = result.permissions.partition_by(["provider", "identity"], as_dict=True)
@@ -206,9 +207,10 @@ def build_findings(data: AuditInput, result: DiffResult, rules: RuleSet, window:
         if perms is None:
             perms = result.permissions.clear()
         states = dict(zip(perms["action"], perms["state"], strict=True))
-        _grant_findings(out, audit, sev)
+        _grant_findings(out, audit, sev, data.catalogs[audit.provider])
         _escalation_findings(out, audit, rules, states, data.catalogs[audit.provider])
         if not audit.any_activity:
+            window = data.windows.get(audit.provider)
             span = f" in the {window.days:.0f}-day window" if window else ""
             out.add(
                 "dormant-identity",

@@ -1,14 +1,14 @@
-"""The normalized frame model shared by connectors, the diff engine and emitters.
+"""The normalized frame model shared by connectors, the core, the diff engine and emitters.
 
-Connectors turn their raw sources into these frames (fixed schemas); the diff engine and the
-emitters never look at cloud-specific raw JSON. A connector that cannot read something records a
-row in ``gaps`` instead of failing the audit.
+Connectors turn their raw sources into these frames (fixed schemas, typed columns); the core, the
+diff engine and the emitters never look at cloud-specific raw JSON, and ``attributes`` is for
+display only. What a connector could not read is a row in ``gaps``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ EvidenceState = Literal["used", "denied", "unused", "unobservable"]
 EVIDENCE_STATES: tuple[EvidenceState, ...] = ("used", "denied", "unused", "unobservable")
 
 UTC_TIME = pl.Datetime("us", "UTC")
+TAGS = pl.List(pl.Struct({"key": pl.Utf8, "value": pl.Utf8}))
 
 #: One row per identity the connector knows (agents and non-agents alike).
 IDENTITIES = {
@@ -28,15 +29,21 @@ IDENTITIES = {
     "account": pl.Utf8,  # AWS account id, GCP project, Azure subscription, agent namespace
     "identity": pl.Utf8,  # stable id: role/user ARN, service-account email, principal object id
     "name": pl.Utf8,  # short human name (role name, SA email, display name)
-    "kind": pl.Utf8,  # role | user | service_account | managed_identity | service_principal | agent
+    "kind": pl.Utf8,  # role | user | service_account | principal | managed_identity | service_principal | agent
+    "path": pl.Utf8,  # AWS IAM path ("/agents/"), null elsewhere
     "is_agent": pl.Boolean,
     "selected_by": pl.Utf8,  # why it is (not) audited as an agent: "tag agent=true", "name glob ...", null
     "created": UTC_TIME,
     "last_used": UTC_TIME,  # provider-reported last use (AWS RoleLastUsed), when known
-    "attributes": pl.Utf8,  # JSON of provider-specific extras shown in the report (tags, path, ...)
+    "tags": TAGS,  # tags / labels (GCP: key=value words of the description)
+    "service_linked": pl.Boolean,  # managed by the cloud itself: never audited
+    "disabled": pl.Boolean,
+    "member": pl.Utf8,  # how policies name it (GCP "serviceAccount:x@p.iam.gserviceaccount.com")
+    "notes": pl.List(pl.Utf8),  # facts for the report (impersonation chains, disabled, ...)
+    "attributes": pl.Utf8,  # JSON of extras shown in the report only (description, ...)
 }
 
-#: One row per policy statement / role binding / role assignment (unexpanded: may hold wildcards).
+#: One row per policy statement / role binding (unexpanded: may hold wildcards).
 GRANTS = {
     "provider": pl.Utf8,
     "account": pl.Utf8,
@@ -48,11 +55,41 @@ GRANTS = {
     "not_action": pl.Boolean,  # True: the statement covers every action EXCEPT `actions`
     "resources": pl.List(pl.Utf8),
     "not_resource": pl.Boolean,
-    "condition": pl.Utf8,  # JSON, kept and shown, never evaluated
-    "source": pl.Utf8,  # policy ARN / policy name / role binding the statement comes from
+    "condition": pl.Utf8,  # JSON: AWS Condition block, GCP {"expression", "title", ...}
+    "source": pl.Utf8,  # display: policy ARN / inline policy / "role on resource"
     # aws-managed | customer-managed | inline | group-inline | group-managed | boundary;
     # binding (GCP role binding) | admin-role (binding of a basic role that grants nearly everything)
     "source_kind": pl.Utf8,
+    "policy": pl.Utf8,  # AWS managed policy ARN or inline policy name; GCP role name
+    "scope": pl.Utf8,  # where it is attached: AWS identity or group ARN; GCP resource of the binding
+    "member": pl.Utf8,  # GCP binding member
+}
+
+#: Who may become an identity (AWS role trust policies): one row per statement.
+TRUSTS = {
+    "provider": pl.Utf8,
+    "account": pl.Utf8,
+    "identity": pl.Utf8,
+    "statement_id": pl.Utf8,
+    "effect": pl.Utf8,
+    "principals": pl.List(pl.Utf8),  # "AWS:<arn or account>", "Service:<name>", "Federated:<idp>", "*"
+    "not_principal": pl.Boolean,
+    "actions": pl.List(pl.Utf8),
+    "not_action": pl.Boolean,
+    "condition": pl.Utf8,
+}
+
+#: Objects that already exist in the cloud (so a monthly re-run updates instead of creating).
+MANAGED = {
+    "provider": pl.Utf8,
+    "account": pl.Utf8,
+    "kind": pl.Utf8,  # policy (AWS managed policy) | role (GCP custom role)
+    "name": pl.Utf8,  # policy name / role id
+    "id": pl.Utf8,  # policy ARN / full role name
+    "path": pl.Utf8,
+    "versions": pl.List(pl.Utf8),  # AWS policy versions, oldest first
+    "default_version": pl.Utf8,
+    "etag": pl.Utf8,  # GCP role etag: an update from the snapshot replaces exactly that version
 }
 
 #: Aggregated observations: one row per (identity, action, outcome, evidence).
@@ -62,7 +99,7 @@ USAGE = {
     "identity": pl.Utf8,
     "action": pl.Utf8,  # catalog spelling
     "outcome": pl.Utf8,  # "used" (permission check passed) | "denied" (refused by authorization)
-    "evidence": pl.Utf8,  # cloudtrail | access-advisor | implied | audit-log | recommender | ...
+    "evidence": pl.Utf8,  # cloudtrail | access-advisor | implied | audit-log | audit-log-method | recommender
     "calls": pl.UInt64,
     "first_seen": UTC_TIME,
     "last_seen": UTC_TIME,
@@ -93,7 +130,7 @@ OBSERVABILITY = {
 COVERAGE = {
     "provider": pl.Utf8,
     "account": pl.Utf8,
-    "source": pl.Utf8,  # e.g. "cloudtrail files fixtures/aws/AWSLogs"
+    "source": pl.Utf8,  # e.g. "CloudTrail fixtures/aws/AWSLogs"
     "first_event": UTC_TIME,
     "last_event": UTC_TIME,
     "days_with_events": pl.UInt32,
@@ -103,7 +140,7 @@ COVERAGE = {
     "detail": pl.Utf8,
 }
 
-#: What could not be read, and why. Shown in the report; fatal only with --strict.
+#: What could not be read, and why: every row is an input problem (fatal with --strict).
 GAPS = {
     "provider": pl.Utf8,
     "account": pl.Utf8,
@@ -116,6 +153,8 @@ GAPS = {
 FRAME_SCHEMAS: dict[str, dict[str, Any]] = {
     "identities": IDENTITIES,
     "grants": GRANTS,
+    "trusts": TRUSTS,
+    "managed": MANAGED,
     "usage": USAGE,
     "unmapped": UNMAPPED,
     "observability": OBSERVABILITY,
@@ -145,12 +184,32 @@ def conform(df: pl.DataFrame, schema: Mapping[str, Any], name: str) -> pl.DataFr
     return df.select([pl.col(c).cast(t) for c, t in schema.items()])
 
 
+def concat(frames: Iterable[pl.DataFrame], schema: Mapping[str, Any], name: str) -> pl.DataFrame:
+    parts = [conform(f, schema, name) for f in frames]
+    return pl.concat(parts, how="vertical") if parts else empty(schema)
+
+
+def gap(
+    provider: str | None, account: str | None, scope: str, reason: str, severity: str = "error", count: int = 1
+) -> dict[str, Any]:
+    """One GAPS row."""
+    return {
+        "provider": provider,
+        "account": account,
+        "scope": scope,
+        "reason": reason,
+        "severity": severity,
+        "count": count,
+    }
+
+
 @dataclass(frozen=True)
 class Window:
-    """The audit window [start, end] in UTC."""
+    """The audit window [start, end] in UTC, and how its end was chosen."""
 
     start: datetime
     end: datetime
+    basis: str = ""
 
     @property
     def days(self) -> float:
@@ -159,43 +218,21 @@ class Window:
 
 @dataclass(frozen=True)
 class AuditInput:
-    """Everything connectors gathered, in normalized frames, plus one catalog per provider."""
+    """Everything gathered, in normalized frames, plus one catalog and one window per provider."""
 
     identities: pl.DataFrame = field(default_factory=lambda: empty(IDENTITIES))
     grants: pl.DataFrame = field(default_factory=lambda: empty(GRANTS))
+    trusts: pl.DataFrame = field(default_factory=lambda: empty(TRUSTS))
+    managed: pl.DataFrame = field(default_factory=lambda: empty(MANAGED))
     usage: pl.DataFrame = field(default_factory=lambda: empty(USAGE))
     unmapped: pl.DataFrame = field(default_factory=lambda: empty(UNMAPPED))
     observability: pl.DataFrame = field(default_factory=lambda: empty(OBSERVABILITY))
     coverage: pl.DataFrame = field(default_factory=lambda: empty(COVERAGE))
     gaps: pl.DataFrame = field(default_factory=lambda: empty(GAPS))
     catalogs: Mapping[str, Catalog] = field(default_factory=dict)
-    window: Window | None = None
+    windows: Mapping[str, Window] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, schema in FRAME_SCHEMAS.items():
             object.__setattr__(self, name, conform(getattr(self, name), schema, name))
-
-
-def combine(parts: Sequence[AuditInput]) -> AuditInput:
-    """Merge what several connectors gathered into one input."""
-    if not parts:
-        return AuditInput()
-    frames = {
-        f.name: pl.concat([getattr(p, f.name) for p in parts], how="vertical")
-        for f in fields(AuditInput)
-        if f.name in FRAME_SCHEMAS
-    }
-    catalogs: dict[str, Catalog] = {}
-    for part in parts:
-        for provider, catalog in part.catalogs.items():
-            known = catalogs.get(provider)
-            catalogs[provider] = catalog if known is None else known.merged(catalog)
-    windows = [p.window for p in parts if p.window is not None]
-    return replace(
-        parts[0],
-        **frames,
-        catalogs=catalogs,
-        window=windows[0] if windows else None,
-        sources=tuple(s for p in parts for s in p.sources),
-    )

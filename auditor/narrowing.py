@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from auditor.ruleset_files import layers
+from auditor.ruleset import Rules
 
 _GROUP_REF = re.compile(r"\\(\d+)")
 
@@ -35,9 +33,13 @@ class NarrowingRules:
     _unchanged: dict[str, None] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def load(cls, dirs: Sequence[Path]) -> NarrowingRules:
+    def of(cls, rules: Rules) -> NarrowingRules:
+        return rules.view("aws.narrowing", cls._build)
+
+    @classmethod
+    def _build(cls, rules: Rules) -> NarrowingRules:
         max_resources, rewrites = 20, []
-        for _path, doc in layers(dirs, "aws/narrowing.yaml"):
+        for _path, doc in rules.layers("aws/narrowing.yaml"):
             max_resources = int(doc.get("max_resources", max_resources))
             rewrites += [(re.compile(r["pattern"]), _template(r["replace"])) for r in doc.get("generalize") or []]
         return cls(max_resources, tuple(rewrites))

@@ -1,21 +1,29 @@
-"""The rules that classify permissions: destructive rules, privilege-escalation methods, severities.
+"""The rules, parsed once: shipped ``rules/`` plus every ``--rules DIR`` layer.
 
-Rules are YAML files in ``rules/`` (shipped) and in each ``--rules DIR`` the user adds. A user rule
-with the id of a shipped one replaces it; ``disabled: true`` removes it; new ids are added.
+:func:`load` reads every YAML file of every layer once and validates the provider-neutral parts
+(destructive rules, privilege-escalation methods, finding severities). Cloud-specific rule files
+(``rules/aws/*.yaml``, ``rules/gcp/*.yaml``) are parsed by their connector from the layers held
+here (:meth:`Rules.layers`) and memoized on the object (:meth:`Rules.view`), so nothing re-reads a
+rule file from a folder path and a user's ``--rules`` layer reaches every consumer.
+
+A user rule with the id of a shipped one replaces it; ``disabled: true`` removes it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import yaml
 
 from auditor.catalog import Catalog
 from auditor.errors import RuleError
 from auditor.matching import any_glob_regex
-from auditor.ruleset_files import layers, rule_dirs
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
@@ -33,6 +41,9 @@ FINDING_KINDS = (
     "used-not-granted",
     "unmapped-events",
 )
+
+T = TypeVar("T")
+Layer = tuple[Path, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -79,12 +90,32 @@ class Classification:
 
 
 @dataclass(frozen=True)
-class RuleSet:
+class Rules:
+    """Every rule layer, parsed; the provider-neutral rules typed and validated."""
+
     destructive: tuple[DestructiveRule, ...]
     escalation: tuple[EscalationMethod, ...]
-    severities: dict[str, str]
-    sources: tuple[Path, ...]
-    dirs: tuple[Path, ...] = ()
+    severities: Mapping[str, str]
+    dirs: tuple[Path, ...]
+    documents: Mapping[str, tuple[Layer, ...]]  # relative file name -> its layers, in layer order
+    _views: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def sources(self) -> tuple[Path, ...]:
+        """Every rule file read, in layer order."""
+        return tuple(path for layers in self.documents.values() for path, _ in layers)
+
+    def layers(self, relative: str) -> tuple[Layer, ...]:
+        """The parsed layers of one rule file (e.g. ``aws/event_mapping.yaml``), shipped first."""
+        return self.documents.get(relative, ())
+
+    def view(self, key: str, build: Callable[[Rules], T]) -> T:
+        """``build(self)`` once per key: a connector's typed view of its rule files."""
+        with self._lock:
+            if key not in self._views:
+                self._views[key] = build(self)
+            return self._views[key]
 
     def classify(self, provider: str, action: str, catalog: Catalog) -> Classification | None:
         level = catalog.access_level(action)
@@ -100,8 +131,21 @@ class RuleSet:
     def methods_for(self, provider: str) -> list[EscalationMethod]:
         return [m for m in self.escalation if m.provider == provider]
 
+    def __getstate__(self) -> dict[str, Any]:  # forked/spawned scan workers rebuild their views
+        state = dict(self.__dict__)
+        state["_views"], state["_lock"] = {}, None
+        return state
 
-def _require(entry: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["_lock"] = threading.Lock()
+        self.__dict__.update(state)
+
+
+# ----------------------------------------------------------------------------- validation helpers
+
+
+def require(entry: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """``entry[key]`` of type ``kind``, or a RuleError naming ``where``."""
     if not isinstance(entry, dict) or key not in entry:
         raise RuleError(f"{where}: missing '{key}'")
     value = entry[key]
@@ -110,64 +154,77 @@ def _require(entry: Any, key: str, kind: type | tuple[type, ...], where: str) ->
     return value
 
 
-def _strings(entry: dict[str, Any], key: str, where: str, required: bool = True) -> tuple[str, ...]:
-    value = entry.get(key)
+def strings(value: Any, where: str, required: bool = False) -> list[str]:
+    """A list of non-empty strings (a single string counts as one), or a RuleError."""
     if value is None and not required:
-        return ()
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise RuleError(f"{where}: '{key}' must be a non-empty list of strings")
-    return tuple(value)
+        return []
+    if isinstance(value, str) and value:
+        return [value]
+    if not isinstance(value, list) or (required and not value) or not all(isinstance(v, str) and v for v in value):
+        raise RuleError(f"{where}: expected a {'non-empty ' if required else ''}list of strings")
+    return list(value)
+
+
+def mapping(value: Any, where: str) -> dict[str, Any]:
+    """A mapping (``None`` is empty), or a RuleError."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RuleError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
 
 
 def _severity(entry: dict[str, Any], where: str) -> str:
-    value = _require(entry, "severity", str, where)
+    value = require(entry, "severity", str, where)
     if value not in SEVERITY_RANK:
         raise RuleError(f"{where}: severity {value!r} is not one of {', '.join(SEVERITIES)}")
     return value
 
 
 def _destructive_rule(entry: Any, where: str) -> DestructiveRule:
-    category = _require(entry, "category", str, where)
+    category = require(entry, "category", str, where)
     if category not in CATEGORIES:
         raise RuleError(f"{where}: category {category!r} is not one of {', '.join(CATEGORIES)}")
     levels = entry.get("access_levels")
     return DestructiveRule(
-        id=_require(entry, "id", str, where),
-        provider=_require(entry, "provider", str, where),
+        id=require(entry, "id", str, where),
+        provider=require(entry, "provider", str, where),
         category=category,
         severity=_severity(entry, where),
-        reason=_require(entry, "reason", str, where),
-        actions=_strings(entry, "actions", where),
-        access_levels=frozenset(_strings(entry, "access_levels", where)) if levels is not None else None,
-        exceptions=_strings(entry, "except", where, required=False),
+        reason=require(entry, "reason", str, where),
+        actions=tuple(strings(entry.get("actions"), f"{where} actions", required=True)),
+        access_levels=frozenset(strings(levels, f"{where} access_levels", required=True))
+        if levels is not None
+        else None,
+        exceptions=tuple(strings(entry.get("except"), f"{where} except")),
     )
 
 
 def _method(entry: Any, where: str) -> EscalationMethod:
-    requires = _strings(entry, "requires", where)
-    star = _strings(entry, "resource_star", where, required=False) if entry.get("resource_star") else ()
+    requires = tuple(strings(entry.get("requires") if isinstance(entry, dict) else None, f"{where} requires", True))
+    star = tuple(strings(entry.get("resource_star"), f"{where} resource_star"))
     if not set(star) <= set(requires):
         raise RuleError(f"{where}: resource_star must list actions from requires")
     return EscalationMethod(
-        id=_require(entry, "id", str, where),
-        provider=_require(entry, "provider", str, where),
+        id=require(entry, "id", str, where),
+        provider=require(entry, "provider", str, where),
         severity=_severity(entry, where),
-        reason=_require(entry, "reason", str, where),
+        reason=require(entry, "reason", str, where),
         requires=requires,
         resource_star=star,
     )
 
 
-def _layered(dirs: Sequence[Path], relative: str, key: str, build, sources: list[Path]) -> list[Any]:
-    by_id: dict[str, Any] = {}
-    for path, data in layers(dirs, relative):
-        sources.append(path)
+def _by_id(layers: Sequence[Layer], key: str, build: Callable[[Any, str], T]) -> list[T]:
+    """Entries of ``key`` across layers: a later id replaces, ``disabled: true`` removes."""
+    by_id: dict[str, T] = {}
+    for path, data in layers:
         entries = data.get(key, [])
         if not isinstance(entries, list):
             raise RuleError(f"{path}: '{key}' must be a list")
         for index, entry in enumerate(entries):
             where = f"{path} {key}[{index}]"
-            rule_id = _require(entry, "id", str, where)
+            rule_id = require(entry, "id", str, where)
             if entry.get("disabled") is True:
                 by_id.pop(rule_id, None)
                 continue
@@ -175,18 +232,10 @@ def _layered(dirs: Sequence[Path], relative: str, key: str, build, sources: list
     return list(by_id.values())
 
 
-def load_rules(extra_dirs: Sequence[Path] = ()) -> RuleSet:
-    dirs = rule_dirs(extra_dirs)
-    sources: list[Path] = []
-    destructive = _layered(dirs, "destructive.yaml", "rules", _destructive_rule, sources)
-    escalation = _layered(dirs, "privesc.yaml", "methods", _method, sources)
+def _severities(layers: Sequence[Layer]) -> dict[str, str]:
     severities: dict[str, str] = {}
-    for path, data in layers(dirs, "findings.yaml"):
-        sources.append(path)
-        table = data.get("severities", {})
-        if not isinstance(table, dict):
-            raise RuleError(f"{path}: 'severities' must be a mapping of finding kind to severity")
-        for kind, value in table.items():
+    for path, data in layers:
+        for kind, value in mapping(data.get("severities"), f"{path} severities").items():
             if kind not in FINDING_KINDS:
                 raise RuleError(f"{path}: unknown finding kind {kind!r}", f"one of {', '.join(FINDING_KINDS)}")
             if value not in SEVERITY_RANK:
@@ -195,4 +244,53 @@ def load_rules(extra_dirs: Sequence[Path] = ()) -> RuleSet:
     missing = [k for k in FINDING_KINDS if k not in severities]
     if missing:
         raise RuleError(f"findings.yaml: no severity for {', '.join(missing)}")
-    return RuleSet(tuple(destructive), tuple(escalation), severities, tuple(sources), tuple(dirs))
+    return severities
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def builtin_rules_dir() -> Path:
+    return Path(str(resources.files("auditor.rules")))
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """One rule file as a mapping; a one-line RuleError naming the file and line otherwise."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise RuleError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})", "fix the file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RuleError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RuleError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _documents(dirs: Sequence[Path]) -> dict[str, tuple[Layer, ...]]:
+    found: dict[str, list[Layer]] = {}
+    for directory in dirs:
+        for path in sorted(directory.rglob("*.yaml")):
+            relative = path.relative_to(directory).as_posix()
+            found.setdefault(relative, []).append((path, load_yaml(path)))
+    return {name: tuple(layers) for name, layers in found.items()}
+
+
+def load(extra_dirs: Sequence[Path] = ()) -> Rules:
+    """The shipped rules, then each ``--rules DIR`` in the order given (later layers extend)."""
+    for directory in extra_dirs:
+        if not directory.is_dir():
+            raise RuleError(f"rules directory {directory} does not exist", "pass an existing directory to --rules")
+    dirs = (builtin_rules_dir(), *extra_dirs)
+    documents = _documents(dirs)
+    return Rules(
+        destructive=tuple(_by_id(documents.get("destructive.yaml", ()), "rules", _destructive_rule)),
+        escalation=tuple(_by_id(documents.get("privesc.yaml", ()), "methods", _method)),
+        severities=_severities(documents.get("findings.yaml", ())),
+        dirs=dirs,
+        documents=documents,
+    )

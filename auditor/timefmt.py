@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,4 +42,70 @@ def normalize_iso(value: str) -> str | None:
 def window_dict(window: Window | None) -> dict[str, Any] | None:
     if window is None:
         return None
-    return {"start": iso(window.start), "end": iso(window.end), "days": round(window.days, 2)}
+    return {"start": iso(window.start), "end": iso(window.end), "days": round(window.days, 2), "basis": window.basis}
+
+
+#: Cap on the distinct strings :func:`event_time` remembers before it starts over.
+EVENT_TIME_CACHE = 1 << 16
+_WHOLE_SECOND = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d", re.ASCII)
+
+
+def _is_canonical(value: str) -> bool:
+    """Shaped like ``YYYY-MM-DDTHH:MM:SSZ`` (the digits are checked by the parser)."""
+    return (
+        len(value) == 20
+        and value[10] == "T"
+        and value[19] == "Z"
+        and value[4] == value[7] == "-"
+        and value[13] == value[16] == ":"
+    )
+
+
+def _canonical_utc(value: str) -> str | None:
+    """``value`` parsed as ISO 8601 / RFC 3339 (naive means UTC), as ``YYYY-MM-DDTHH:MM:SSZ``, or None."""
+    if len(value) <= 10:  # a date alone is not an event time
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        try:  # RFC 3339 allows a lower-case "t" and "z"
+            moment = datetime.fromisoformat(value.upper())
+        except ValueError:
+            return None
+    if _is_canonical(value):
+        return value
+    if moment.tzinfo is not None:
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
+            return None
+    return moment.replace(tzinfo=None, microsecond=0).isoformat() + "Z"
+
+
+class _Cache(dict[str, str | None]):
+    """Canonical time per string seen: a miss computes it, a full cache starts over."""
+
+    def __init__(self, compute: Callable[[str], str | None]) -> None:
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, value: str) -> str | None:
+        if len(self) >= EVENT_TIME_CACHE:
+            self.clear()
+        canonical = self[value] = self.compute(value) if isinstance(value, str) else None
+        return canonical
+
+
+_EVENT_TIMES = _Cache(_canonical_utc)
+_WHOLE_SECONDS = _Cache(lambda prefix: _canonical_utc(prefix + "Z") if _WHOLE_SECOND.fullmatch(prefix) else None)
+
+
+def event_time(value: str) -> str | None:
+    """An event's time as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC, fraction dropped), from any ISO 8601 / RFC 3339
+    form; None for an impossible or unreadable time. Never raises. Answers come from a cache: by the
+    whole string, and for the common ``...SS.fffZ`` form by its whole second."""
+    if len(value) > 20 and value[19] == "." and value[-1] == "Z":
+        fraction = value[20:-1]
+        if fraction.isdigit() and fraction.isascii():
+            return _WHOLE_SECONDS[value[:19]]
+    return _EVENT_TIMES[value]

@@ -1,17 +1,30 @@
-"""What every connector is: something that turns one source into an :class:`AuditInput`."""
+"""What a source of grants and activity is, and what it answers.
+
+A source (one cloud's exported files, a snapshot, an agent's tool layer) answers narrow questions;
+the core (:func:`auditor.audit.run_audit`) asks them in order and owns everything shared: agent
+selection, the window, coverage and missing days, the rescan when the window moved, strictness.
+
+1. :meth:`Source.grants`: every identity with its grants (normalized frames);
+2. :meth:`Source.catalog`: the permission catalog those grants expand against;
+3. :meth:`Source.window_end`: the newest event the source holds, no later than ``cap``;
+4. :meth:`Source.usage`: what the agents did within the window, and what the logs cannot show.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Protocol
 
-from auditor.model import AuditInput
+import polars as pl
+
+from auditor import model
+from auditor.catalog import Catalog
+from auditor.ruleset import Rules
 from auditor.selection import AgentSelector
 
-#: Progress callback: (what, done, total). Connectors call it; the CLI draws it on a TTY.
+#: Progress callback: (what, done, total). Sources call it; the CLI draws it on a TTY.
 Progress = Callable[[str, int, int], None]
 
 
@@ -20,17 +33,98 @@ def no_progress(what: str, done: int, total: int) -> None:
 
 
 @dataclass(frozen=True)
-class AuditRequest:
-    """What every connector needs to know besides its own source."""
+class GrantSet:
+    """Who exists and what they are granted (frames of :mod:`auditor.model`)."""
 
-    days: int
-    until: datetime | None
-    selector: AgentSelector
-    rule_dirs: tuple[Path, ...]
+    identities: pl.DataFrame = field(default_factory=lambda: model.empty(model.IDENTITIES))
+    grants: pl.DataFrame = field(default_factory=lambda: model.empty(model.GRANTS))
+    trusts: pl.DataFrame = field(default_factory=lambda: model.empty(model.TRUSTS))
+    managed: pl.DataFrame = field(default_factory=lambda: model.empty(model.MANAGED))
+    gaps: pl.DataFrame = field(default_factory=lambda: model.empty(model.GAPS))
+
+
+@dataclass
+class ScopeStats:
+    """What one log source holds for one account / project."""
+
+    days: dict[str, int] = field(default_factory=dict)  # "YYYY-MM-DD" -> events that day
+    first: str = ""
+    last: str = ""
+    events_in_window: int = 0
+    files: int = 0
+
+    @property
+    def events(self) -> int:
+        return sum(self.days.values())
+
+
+@dataclass
+class LogStats:
+    """What a scan of one source's logs saw, for coverage, missing days and input problems."""
+
+    provider: str
+    origin: str  # shown as the coverage source, e.g. "CloudTrail fixtures/aws"
+    scopes: dict[str, ScopeStats] = field(default_factory=dict)
+    files_read: int = 0
+    skipped: dict[tuple[str, str], int] = field(default_factory=dict)  # (scope or "", reason) -> records
+    newest: str = ""  # newest event time no later than the cap ("" if none)
+    beyond_cap: int = 0  # records dated after the cap: input problems, never the window
+    beyond_example: str = ""
+    duplicates: int = 0  # records seen twice (same event id), counted once
+
+
+@dataclass(frozen=True)
+class UsageRequest:
+    """What the core asks a source for: the agents' activity in ``window``."""
+
+    window: model.Window
+    cap: datetime  # nothing can have happened after this (collection time / now)
+    agents: frozenset[str]
+    catalog: Catalog
+    rules: Rules
     workers: int | None = None
+    max_file_bytes: int | None = None
 
 
-class Connector(Protocol):
+@dataclass(frozen=True)
+class Evidence:
+    """A source's answer to :class:`UsageRequest`."""
+
+    usage: pl.DataFrame = field(default_factory=lambda: model.empty(model.USAGE))
+    unmapped: pl.DataFrame = field(default_factory=lambda: model.empty(model.UNMAPPED))
+    observability: pl.DataFrame = field(default_factory=lambda: model.empty(model.OBSERVABILITY))
+    coverage: pl.DataFrame = field(default_factory=lambda: model.empty(model.COVERAGE))
+    gaps: pl.DataFrame = field(default_factory=lambda: model.empty(model.GAPS))
+    logs: tuple[LogStats, ...] = ()
+    notes: dict[str, list[str]] = field(default_factory=dict)  # identity -> facts for the report
+
+
+@dataclass(frozen=True)
+class WindowEnd:
+    """Where a source's evidence ends: the newest event (no later than the cap), or a fixed end
+    (a snapshot collected for a window, an aggregate computed over one)."""
+
+    end: datetime | None
+    basis: str
+    fixed: bool = False
+
+
+class Source(Protocol):
+    provider: str
     name: str
 
-    def collect(self, request: AuditRequest, progress: Progress = no_progress) -> AuditInput: ...
+    def grants(self, selector: AgentSelector, rules: Rules) -> GrantSet: ...
+
+    def catalog(self, grants: GrantSet, rules: Rules) -> Catalog: ...
+
+    def collected_at(self) -> datetime | None:
+        """When the source's data was collected (the latest moment anything in it can be from)."""
+        ...
+
+    def window_end(self, cap: datetime, rules: Rules, workers: int | None) -> WindowEnd: ...
+
+    def usage(self, request: UsageRequest, progress: Progress = no_progress) -> Evidence: ...
+
+    def inputs(self) -> tuple[str, ...]:
+        """The files and APIs read, for the report."""
+        ...

@@ -1,21 +1,34 @@
-"""What every log reader shares: the counters besides usage, and the parallel fold over files.
+"""The log-scan engine every reader shares: counters, event times, and the parallel fold over files.
 
-Readers (CloudTrail, Cloud Audit Logs) fold each file into a :class:`ScanCounters` subclass; only
-those counters cross process boundaries, so memory does not grow with the number of events.
+A reader is find + decode + fold: it lists its files, decodes each into records and folds them into
+a :class:`ScanCounters` subclass (adding its own usage counters). Only counters cross process
+boundaries, so memory does not grow with the number of events. The counters keep, per account /
+project, the events of each day, the first and last event, the events inside the window and the
+files; records dated after the cap (collection time / now) are counted as input problems and
+otherwise ignored, so one future-dated record can never move the window.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import gc
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
 import msgspec
+
+from auditor.connectors.base import LogStats, ScopeStats
+from auditor.timefmt import event_time
 
 
 @dataclass
@@ -25,29 +38,38 @@ class ScanCounters:
     record_noun: ClassVar[tuple[str, str]] = ("record", "records")
 
     unmapped: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
-    days: dict[str, set[str]] = field(default_factory=dict)  # account/project -> days with events
+    days: dict[str, dict[str, int]] = field(default_factory=dict)  # scope -> day -> events
     first: dict[str, str] = field(default_factory=dict)
     last: dict[str, str] = field(default_factory=dict)
-    events_read: int = 0
-    events_in_window: int = 0
+    in_window: dict[str, int] = field(default_factory=dict)
+    files_by_scope: dict[str, int] = field(default_factory=dict)
     files_read: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
+    skipped: dict[tuple[str, str], int] = field(default_factory=dict)  # (scope or "", reason) -> records
     gaps: list[dict[str, Any]] = field(default_factory=list)
     bad_records: dict[str, list[Any]] = field(default_factory=dict)
+    beyond_cap: int = 0
+    beyond_example: str = ""
 
     def merge(self, other: Self) -> None:
         for key, count in other.unmapped.items():
             self.unmapped[key] = self.unmapped.get(key, 0) + count
         for scope, days in other.days.items():
-            self.days.setdefault(scope, set()).update(days)
+            mine = self.days.setdefault(scope, {})
+            for day, count in days.items():
+                mine[day] = mine.get(day, 0) + count
         for scope, first in other.first.items():
-            self.saw(scope, first, other.last[scope])
+            self._span(scope, first, other.last[scope])
+        for scope, count in other.in_window.items():
+            self.in_window[scope] = self.in_window.get(scope, 0) + count
+        for scope, count in other.files_by_scope.items():
+            self.files_by_scope[scope] = self.files_by_scope.get(scope, 0) + count
         for reason, count in other.skipped.items():
             self.skipped[reason] = self.skipped.get(reason, 0) + count
-        self.events_read += other.events_read
-        self.events_in_window += other.events_in_window
         self.files_read += other.files_read
         self.gaps += other.gaps
+        if other.beyond_cap:
+            self.beyond_example = self.beyond_example or other.beyond_example
+            self.beyond_cap += other.beyond_cap
         singular, plural = self.record_noun
         for origin, (count, first) in other.bad_records.items():
             self.gaps.append(
@@ -61,20 +83,44 @@ class ScanCounters:
 
     @property
     def newest(self) -> str:
-        """The newest event time seen in any account/project ("" before any)."""
+        """The newest event time seen in any scope, no later than the cap ("" before any)."""
         return max(self.last.values(), default="")
 
-    def saw(self, scope: str, first: str, last: str, days: Iterable[str] = ()) -> None:
-        """Record that ``scope`` has events from ``first`` to ``last`` (on ``days``)."""
-        self.days.setdefault(scope, set()).update(days)
-        self.first[scope] = min(self.first.get(scope, first), first)
-        self.last[scope] = max(self.last.get(scope, last), last)
+    def _span(self, scope: str, first: str, last: str) -> None:
+        if scope not in self.first or first < self.first[scope]:
+            self.first[scope] = first
+        if scope not in self.last or last > self.last[scope]:
+            self.last[scope] = last
 
-    def bad_record(self, origin: str, where: str, exc: Exception) -> None:
+    def saw(self, scope: str, first: str, last: str, days: Mapping[str, int] | None = None, in_window: int = 0) -> None:
+        """Record that ``scope`` has events from ``first`` to ``last`` (``days``: events per day),
+        for evidence that is not read event by event (aggregates)."""
+        self._span(scope, first, last)
+        mine = self.days.setdefault(scope, {})
+        for day, count in (days or {}).items():
+            mine[day] = mine.get(day, 0) + count
+        self.in_window[scope] = self.in_window.get(scope, 0) + in_window
+
+    def skip(self, reason: str, count: int = 1, scope: str = "") -> None:
+        key = (scope, reason)
+        self.skipped[key] = self.skipped.get(key, 0) + count
+
+    def after_cap(self, origin: str, when: str) -> None:
+        """A record dated after the cap: an input problem, never part of any window."""
+        if not self.beyond_cap:
+            self.beyond_example = f"{origin} ({when})"
+        self.beyond_cap += 1
+
+    def file_done(self) -> None:
+        """Called once per file after its fold: count the file for every scope it held."""
+        self.files_read += 1
+        for scope in self.first:
+            self.files_by_scope[scope] = self.files_by_scope.get(scope, 0) + 1
+
+    def bad_record(self, origin: str, where: str, exc: BaseException) -> None:
         """Count a malformed record; the file's gap row names the first one and the count."""
-        reason = f"malformed {self.record_noun[0]}"
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
-        self.bad_records.setdefault(origin, [0, f"{where}: {exc}"])[0] += 1
+        self.skip(f"malformed {self.record_noun[0]}")
+        self.bad_records.setdefault(origin, [0, f"{where}: {_message(exc)}"])[0] += 1
 
     def decode_each(self, decoder: Any, items: Sequence[Any], origin: str, label: str) -> list[Any]:
         """Decode items one by one with ``decoder``, counting (not raising on) the malformed ones."""
@@ -82,7 +128,7 @@ class ScanCounters:
         for index, item in enumerate(items):
             try:
                 decoded.append(decoder.decode(item))
-            except msgspec.ValidationError as exc:
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
                 self.bad_record(origin, f"{label}[{index}]", exc)
         return decoded
 
@@ -94,17 +140,96 @@ class ScanCounters:
                 continue
             try:
                 decoded.append(decode(line))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError) as exc:
                 self.bad_record(origin, f"line {number}", exc)
         return decoded
 
-    def unreadable(self, origin: str, exc: Exception) -> Self:
-        self.gaps.append({"scope": origin, "reason": f"file skipped: {exc}", "severity": "error", "count": 1})
-        self.skipped["unreadable file"] = self.skipped.get("unreadable file", 0) + 1
+    def unreadable(self, origin: str, exc: BaseException) -> Self:
+        self.gaps.append({"scope": origin, "reason": f"file skipped: {_message(exc)}", "severity": "error", "count": 1})
+        self.skip("unreadable file")
         return self
+
+    def stats(self, provider: str, origin: str, duplicates: int = 0) -> LogStats:
+        scopes = {
+            scope: ScopeStats(
+                days=dict(self.days.get(scope, {})),
+                first=self.first[scope],
+                last=self.last[scope],
+                events_in_window=self.in_window.get(scope, 0),
+                files=self.files_by_scope.get(scope, 0),
+            )
+            for scope in self.first
+        }
+        return LogStats(
+            provider=provider,
+            origin=origin,
+            scopes=scopes,
+            files_read=self.files_read,
+            skipped=dict(self.skipped),
+            newest=self.newest,
+            beyond_cap=self.beyond_cap,
+            beyond_example=self.beyond_example,
+            duplicates=duplicates,
+        )
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+class EventClock:
+    """Event times as ``YYYY-MM-DDTHH:MM:SSZ`` strings, checked against the cap.
+
+    The common exact form is validated with a per-hour cache (a handful of dictionary look-ups per
+    event); anything else goes through :func:`auditor.timefmt.event_time`. ``None``: impossible or
+    unparseable, the caller counts it.
+    """
+
+    def __init__(self, cap: str) -> None:
+        self.cap = cap
+        self._hours: dict[str, bool] = {}
+
+    def canonical(self, when: str) -> str | None:
+        if len(when) == 20 and when[19] == "Z":
+            hour = when[:13]
+            valid = self._hours.get(hour)
+            if valid is None:
+                valid = self._hours[hour] = event_time(hour + ":00:00Z") is not None
+            minute, second = when[14:16], when[17:19]
+            if valid and when[13] == ":" == when[16] and minute.isdigit() and second.isdigit() and minute < "60":
+                return when if second < "60" else event_time(when)  # a leap second, or an impossible one
+            return None
+        return event_time(when)
 
 
 T = TypeVar("T", bound=ScanCounters)
+
+
+def _die_with_parent() -> None:
+    """A worker must not outlive the audit: ask Linux to kill it when the parent dies, and watch
+    the parent elsewhere (a killed parent leaves its pool workers blocked on a queue forever)."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            threading.Event().wait(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="auditor-parent-watch").start()
+
+
+def _worker_init(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def fold_files(
@@ -124,12 +249,13 @@ def fold_files(
     if initializer is not None:
         initializer(*initargs)
     workers = workers or os.cpu_count() or 1
-    batches = [list(files[i : i + batch_size]) for i in range(0, len(files), batch_size)]
+    # Small batches at the end keep both workers busy until the last file.
+    size = max(1, min(batch_size, len(files) // (workers * 4) or 1))
+    batches = [list(files[i : i + size]) for i in range(0, len(files), size)]
     done = 0
     if workers <= 1 or len(batches) < 2:
-        results: Any = map(read_batch, batches)
-        for batch, partial in zip(batches, results, strict=True):
-            total.merge(partial)
+        for batch in batches:
+            total.merge(read_batch(batch))
             done += len(batch)
             if progress:
                 progress(done, len(files))
@@ -137,7 +263,9 @@ def fold_files(
     gc.freeze()  # forked workers must not copy-on-write the parent's heap through GC/refcount traffic
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     try:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=initializer, initargs=initargs) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_worker_init, initargs=(initializer, initargs)
+        ) as pool:
             for batch, partial in zip(batches, pool.map(read_batch, batches), strict=True):
                 total.merge(partial)
                 done += len(batch)
@@ -146,3 +274,76 @@ def fold_files(
     finally:
         gc.unfreeze()
     return total
+
+
+def _newest_batch(paths: list[Path], newest_in: Callable[[Path], str]) -> NewestByFile:
+    out = NewestByFile()
+    for path in paths:
+        out.per_file[str(path)] = newest_in(path)
+    return out
+
+
+@dataclass
+class NewestByFile(ScanCounters):
+    """The newest datable event (no later than the cap) of each file, for the window probe."""
+
+    per_file: dict[str, str] = field(default_factory=dict)
+
+    def merge(self, other: NewestByFile) -> None:
+        super().merge(other)
+        self.per_file.update(other.per_file)
+
+
+def newest_event(
+    files: Sequence[Path],
+    newest_in: Callable[[Path], str],
+    cap: str,
+    workers: int | None,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> str:
+    """The newest event time no later than ``cap`` (``newest_in(path)`` applies the cap to one file).
+
+    Where files sit in ``.../YYYY/MM/DD/`` folders (logs are delivered after the events they hold),
+    only each location's newest folder is read, then the next older one for a location whose folder
+    held nothing datable; folders dated after the cap's next day cannot hold the newest event before
+    the cap and are passed over (the full scan still reads them and counts what is beyond the cap).
+    Other files are all read."""
+    by_base: dict[Path, dict[str, list[Path]]] = {}
+    picked: list[Path] = []
+    latest_day = _next_day(cap[:10]).replace("-", "/")
+    for path in files:
+        parts = path.parts
+        if len(parts) >= 5 and all(p.isdigit() for p in parts[-4:-1]):
+            day = "/".join(parts[-4:-1])
+            if day <= latest_day:
+                by_base.setdefault(Path(*parts[:-4]), {}).setdefault(day, []).append(path)
+        else:
+            picked.append(path)
+    pending = {base: sorted(days, reverse=True) for base, days in by_base.items()}
+    newest = ""
+    while picked or pending:
+        picked += [p for base, days in pending.items() for p in by_base[base][days[0]]]
+        found = fold_files(
+            picked,
+            functools.partial(_newest_batch, newest_in=newest_in),
+            NewestByFile(),
+            workers,
+            initializer=initializer,
+            initargs=initargs,
+        ).per_file
+        newest = max([newest, *found.values()])
+        pending = {
+            base: days[1:]
+            for base, days in pending.items()
+            if len(days) > 1 and not any(found.get(str(p)) for p in by_base[base][days[0]])
+        }
+        picked = []
+    return newest
+
+
+def _next_day(day: str) -> str:
+    try:
+        return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+    except (ValueError, OverflowError):
+        return day

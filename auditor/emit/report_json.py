@@ -6,16 +6,18 @@ never disagree. Nothing secret goes in: no access keys, no request parameters, n
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from auditor import __version__
-from auditor.audit import AuditResult
-from auditor.emit.policies import IdentityPolicies
+from auditor.diff import IdentityAudit
+from auditor.emit.base import IdentityPolicies
 from auditor.ruleset import SEVERITIES
 from auditor.timefmt import iso, window_dict
+
+if TYPE_CHECKING:
+    from auditor.audit import AuditResult
 
 SCHEMA = "auditor.report/v1"
 COUNTED_SEVERITIES = tuple(reversed(SEVERITIES))  # critical first
@@ -36,27 +38,20 @@ def _records(df: pl.DataFrame) -> list[dict[str, Any]]:
 
 
 def _identity(
-    result: AuditResult,
-    audit,
-    policies: dict[tuple[str, str], IdentityPolicies],
+    audit: IdentityAudit,
+    ident: dict[str, Any],
+    policy: IdentityPolicies | None,
+    sources: list[str],
     perms: pl.DataFrame,
     findings: pl.DataFrame,
 ) -> dict[str, Any]:
-    key = (audit.provider, audit.identity)
     granted = perms.filter(pl.col("granted"))
-    states = {s: granted.filter(pl.col("state") == s).height for s in ("used", "denied", "unused", "unobservable")}
-    ident = result.data.identities.filter(
-        (pl.col("provider") == audit.provider) & (pl.col("identity") == audit.identity)
-    ).row(0, named=True)
+    states = dict(granted.group_by("state").len().iter_rows())
     used = perms.filter(pl.col("state") == "used").select(
         "action", "granted", "calls", "first_seen", "last_seen", "evidence", "resources_seen", "destructive"
     )
-    policy = policies.get(key)
-    sources = result.data.coverage.filter(
-        (pl.col("provider") == audit.provider) & (pl.col("account") == audit.account)
-    )["source"]
     blind = granted.filter(pl.col("state") == "unobservable").group_by("unobservable_reason").len()
-    attributes = json.loads(ident["attributes"] or "{}")
+    unused = states.get("unused", 0)
     return {
         "provider": audit.provider,
         "account": audit.account,
@@ -66,15 +61,15 @@ def _identity(
         "selected_by": ident["selected_by"],
         "grant_sources": sorted({s.source for s in audit.statements}),
         "granted": granted.height,
-        "used": states["used"],
+        "used": states.get("used", 0),
         "denied": perms.filter(pl.col("state") == "denied").height,
-        "unused": states["unused"],
-        "unobservable": states["unobservable"],
-        "unused_percent": round(100 * states["unused"] / granted.height, 1) if granted.height else 0.0,
+        "unused": unused,
+        "unobservable": states.get("unobservable", 0),
+        "unused_percent": round(100 * unused / granted.height, 1) if granted.height else 0.0,
         "destructive_granted": granted.filter(pl.col("destructive")).height,
         "findings": _severity_counts(findings),
         "coverage": {
-            "sources": sorted(set(sources.to_list())),
+            "sources": sources,
             "evidence": sorted({e for row in perms["evidence"].to_list() for e in row}),
             "unobservable": [
                 {"reason": reason, "permissions": count}
@@ -82,12 +77,15 @@ def _identity(
             ],
         },
         "used_permissions": _records(used),
+        "policy_folder": policy.folder if policy else None,
         "policy_files": [f.path for f in policy.files] if policy else [],
         "apply_commands": policy.apply if policy else [],
+        "exception_commands": policy.exceptions if policy else [],
+        "dormant": policy.dormant if policy else False,
         "policy_note": policy.note if policy else None,
         "kept_unobservable": len(policy.kept_unobservable) if policy else 0,
         "policy_alternative": policy.alternative if policy else None,
-        "notes": attributes.get("notes", []) if isinstance(attributes, dict) else [],
+        "notes": list(ident["notes"] or []),
     }
 
 
@@ -105,11 +103,16 @@ def report(result: AuditResult, policies: list[IdentityPolicies], written: list[
     by_key = {(p.provider, p.identity): p for p in policies}
     perms = result.permissions.partition_by(["provider", "identity"], as_dict=True)
     findings = result.findings.partition_by(["provider", "identity"], as_dict=True)
+    rows = {(r["provider"], r["identity"]): r for r in result.data.identities.iter_rows(named=True)}
+    sources: dict[tuple[str, str], set[str]] = {}
+    for provider, account, source in result.data.coverage.select("provider", "account", "source").iter_rows():
+        sources.setdefault((provider, account), set()).add(source)
     identities = [
         _identity(
-            result,
             audit,
-            by_key,
+            rows[(audit.provider, audit.identity)],
+            by_key.get((audit.provider, audit.identity)),
+            sorted(sources.get((audit.provider, audit.account), ())),
             perms.get((audit.provider, audit.identity), result.permissions.clear()),
             findings.get((audit.provider, audit.identity), result.findings.clear()),
         )
@@ -122,7 +125,7 @@ def report(result: AuditResult, policies: list[IdentityPolicies], written: list[
         "schema": SCHEMA,
         "tool": {"name": "auditor", "version": __version__},
         "generated_at": iso(result.generated_at),
-        "window": window_dict(data.window),
+        "windows": {provider: window_dict(w) for provider, w in sorted(data.windows.items())},
         "inputs": list(data.sources),
         "catalogs": {name: catalog.version for name, catalog in sorted(data.catalogs.items())},
         "rules": [str(p) for p in result.rules.sources],

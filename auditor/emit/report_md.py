@@ -1,10 +1,16 @@
 """``report.md``: the report a human attaches to a deployment review, and the terminal summary.
 
-Both are rendered from the ``report.json`` document so they always agree with it.
+Both are rendered from the ``report.json`` document so they always agree with it. Every value that
+comes from the input (identity, event, resource and policy names, reasons quoting them) is escaped:
+nothing in an input can add a heading, a link or raw HTML to the review. The report summarises at
+scale (the worst identities first, each list and the whole report under a size cap); the complete
+detail is in ``report.json``, ``permissions.csv`` and ``permissions.parquet``.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from tabulate import tabulate
@@ -13,21 +19,45 @@ from auditor.emit.report_json import COUNTED_SEVERITIES
 
 MAX_LISTED = 40
 MAX_REASONS = 6
+MAX_ROWS = 300  # rows of any one table
+MAX_REPORT_CHARS = 2_000_000  # identity sections stop here; the rest is in report.json
+
+_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~&])")
+_SPACE = re.compile(r"\s+")
 
 
-def _short(values: list[str], limit: int = MAX_LISTED) -> str:
-    shown = ", ".join(f"`{v}`" for v in values[:limit])
+def text(value: Any) -> str:
+    """Input text as inert Markdown: one line, every Markdown/HTML character escaped."""
+    return _SPECIAL.sub(r"\\\1", _SPACE.sub(" ", str(value)).strip())
+
+
+def code(value: Any) -> str:
+    """Input text as an inline code span that nothing inside can end (nor a table cell)."""
+    flat = _SPACE.sub(" ", str(value)).strip().replace("|", "\\|")
+    longest = max((len(run) for run in re.findall(r"`+", flat)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {flat} {fence}" if longest else f"`{flat}`"
+
+
+def _short(values: Sequence[str], limit: int = MAX_LISTED) -> str:
+    shown = ", ".join(code(v) for v in values[:limit])
     return shown + (f" … and {len(values) - limit:,} more (see report.json)" if len(values) > limit else "")
 
 
-def summary_rows(doc: dict[str, Any]) -> list[list[Any]]:
+def _rank(ident: dict[str, Any]) -> tuple[int, ...]:
+    counts = ident["findings"]
+    return (*tuple(-counts[s] for s in COUNTED_SEVERITIES), -ident["unused"])
+
+
+def summary_rows(identities: Sequence[dict[str, Any]], escape: bool = True) -> list[list[Any]]:
+    show = text if escape else str
     rows = []
-    for ident in doc["identities"]:
+    for ident in identities:
         counts = ident["findings"]
         rows.append(
             [
                 ident["provider"],
-                ident["name"],
+                show(ident["name"]),
                 ident["granted"],
                 ident["used"],
                 f"{ident['unused_percent']:.1f}%",
@@ -55,7 +85,10 @@ SUMMARY_HEADERS = [
 
 
 def terminal_summary(doc: dict[str, Any], out_dir: str) -> str:
-    lines = [tabulate(summary_rows(doc), headers=SUMMARY_HEADERS, tablefmt="simple")]
+    ranked = sorted(doc["identities"], key=_rank)
+    lines = [tabulate(summary_rows(ranked[:MAX_ROWS], escape=False), headers=SUMMARY_HEADERS, tablefmt="simple")]
+    if len(ranked) > MAX_ROWS:
+        lines.append(f"… and {len(ranked) - MAX_ROWS:,} more identities (report.md, report.json)")
     counts = doc["summary"]["findings"]
     lines.append("")
     lines.append(
@@ -67,25 +100,28 @@ def terminal_summary(doc: dict[str, Any], out_dir: str) -> str:
     if gaps:
         lines.append(f"input problems: {len(gaps)} (listed in {out_dir}/report.md under 'Input problems')")
     lines.append(
-        f"wrote {out_dir}/report.md, report.json, blocklist.yaml, permissions.csv and "
+        f"wrote {out_dir}/report.md, report.json, blocklist.yaml, permissions.csv, permissions.parquet and "
         f"{sum(len(i['policy_files']) for i in doc['identities'])} policy file(s) under {out_dir}/policies/"
     )
     return "\n".join(lines)
 
 
 def _header(doc: dict[str, Any]) -> list[str]:
-    window = doc["window"] or {}
     summary = doc["summary"]
     worst = summary["worst_severity"] or "none"
+    windows = [
+        f"- Window ({provider}): {w['start']} → {w['end']} ({w['days']} days; ends at {text(w['basis'])})"
+        for provider, w in sorted(doc["windows"].items())
+    ]
     return [
         "# Permission scope audit",
         "",
         f"- Generated: {doc['generated_at']} by auditor {doc['tool']['version']}",
-        f"- Window: {window.get('start')} → {window.get('end')} ({window.get('days')} days)",
+        *windows,
         f"- Agent identities audited: {summary['identities']} (dormant: {summary['agents_dormant']})",
         f"- Worst finding: **{worst}**",
-        f"- Catalogs: {', '.join(f'{k}: {v}' for k, v in doc['catalogs'].items())}",
-        f"- Inputs: {', '.join(f'`{s}`' for s in doc['inputs'])}",
+        f"- Catalogs: {', '.join(f'{k}: {text(v)}' for k, v in doc['catalogs'].items())}",
+        f"- Inputs: {_short(doc['inputs'], 20)}",
         "",
         "Evidence states: **used** (a call passed the permission check), **denied** (attempted, refused by "
         "authorization), **unused** (the logs cover it for the whole window and show no call), **unobservable** "
@@ -94,101 +130,132 @@ def _header(doc: dict[str, Any]) -> list[str]:
     ]
 
 
+def _table(rows: list[list[Any]], headers: list[str], total: int, what: str) -> list[str]:
+    lines = [tabulate(rows, headers=headers, tablefmt="github")]
+    if total > len(rows):
+        lines.append(f"\n… and {total - len(rows):,} more {what} in report.json")
+    return [*lines, ""]
+
+
 def _summary(doc: dict[str, Any]) -> list[str]:
-    return ["## Summary", "", tabulate(summary_rows(doc), headers=SUMMARY_HEADERS, tablefmt="github"), ""]
+    ranked = sorted(doc["identities"], key=_rank)
+    return ["## Summary", "", *_table(summary_rows(ranked[:MAX_ROWS]), SUMMARY_HEADERS, len(ranked), "identities")]
 
 
 def _findings_table(doc: dict[str, Any]) -> list[str]:
-    rows = [[f["severity"], f["name"], f["kind"], f["title"]] for f in doc["findings"] if f["severity"] != "info"]
-    if not rows:
+    shown = [f for f in doc["findings"] if f["severity"] != "info"]
+    if not shown:
         return ["## Findings", "", "No findings above info.", ""]
-    return [
-        "## Findings",
-        "",
-        tabulate(rows, headers=["severity", "identity", "finding", "what"], tablefmt="github"),
-        "",
+    rows = [[f["severity"], text(f["name"]), f["kind"], text(f["title"])] for f in shown[:MAX_ROWS]]
+    return ["## Findings", "", *_table(rows, ["severity", "identity", "finding", "what"], len(shown), "findings")]
+
+
+def _used_table(ident: dict[str, Any]) -> list[str]:
+    used = ident["used_permissions"]
+    if not used:
+        return []
+    rows = [
+        [
+            code(p["action"]),
+            p["calls"],
+            p["last_seen"],
+            ", ".join(p["evidence"]),
+            _short(p["resources_seen"], 3) if p["resources_seen"] else "",
+            "yes" if p["destructive"] else "",
+            "" if p["granted"] else "not granted",
+        ]
+        for p in used[:MAX_ROWS]
     ]
+    headers = ["permission", "calls", "last used", "evidence", "resources", "destructive", ""]
+    return ["Used in the window:", "", *_table(rows, headers, len(used), "used permissions")]
 
 
-def _identity_section(doc: dict[str, Any], ident: dict[str, Any]) -> list[str]:
+def _block(commands: Sequence[str]) -> list[str]:
+    """Commands in a fenced block that no command can close early."""
+    flat = [_SPACE.sub(" ", c) for c in commands]
+    longest = max((len(run) for c in flat for run in re.findall(r"`+", c)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}sh", *flat, fence]
+
+
+def _plan(ident: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if ident["apply_commands"]:
+        title = "Plan (dormant: remove every grant):" if ident["dormant"] else "Least-privilege plan:"
+        lines += ["", title, "", *_block(ident["apply_commands"])]
+    if ident["exception_commands"]:
+        lines += [
+            "",
+            "Only if the agent must keep what the logs cannot show:",
+            "",
+            *_block(ident["exception_commands"]),
+        ]
+    if ident["kept_unobservable"] and not ident["dormant"]:
+        lines.append(
+            f"\n{ident['kept_unobservable']:,} unobservable permission(s) kept in it "
+            "(`--drop-unobservable` drops them)."
+        )
+    if ident["policy_note"]:
+        lines += ["", f"Note: {text(ident['policy_note'])}"]
+    if ident["policy_alternative"]:
+        lines += ["", f"Alternative: {text(ident['policy_alternative'])}."]
+    return lines
+
+
+def _identity_section(ident: dict[str, Any], findings: Sequence[dict[str, Any]]) -> list[str]:
+    blind = ident["coverage"]["unobservable"]
     lines = [
-        f"### {ident['name']} ({ident['provider']}, {ident['account']})",
+        f"### {text(ident['name'])} ({ident['provider']}, {text(ident['account'])})",
         "",
-        f"- Identity: `{ident['identity']}` ({ident['kind']}; audited because: {ident['selected_by']})",
+        f"- Identity: {code(ident['identity'])} ({text(ident['kind'])}; audited because: {text(ident['selected_by'])})",
         f"- Granted by: {_short(ident['grant_sources'], 10) or 'nothing'}",
-        f"- Evidence: {', '.join(ident['coverage']['sources']) or 'no log source'}; use proven by "
+        f"- Evidence: {', '.join(text(s) for s in ident['coverage']['sources']) or 'no log source'}; use proven by "
         f"{', '.join(ident['coverage']['evidence']) or 'nothing'}",
-        *(
-            f"- Cannot show {blind['permissions']:,} of its permissions: {blind['reason']}"
-            for blind in ident["coverage"]["unobservable"][:MAX_REASONS]
-        ),
-        *(
-            [f"- … and {len(ident['coverage']['unobservable']) - MAX_REASONS} more reasons (see report.json)"]
-            if len(ident["coverage"]["unobservable"]) > MAX_REASONS
-            else []
-        ),
+        *(f"- Cannot show {b['permissions']:,} of its permissions: {text(b['reason'])}" for b in blind[:MAX_REASONS]),
+        *([f"- … and {len(blind) - MAX_REASONS} more reasons (see report.json)"] if len(blind) > MAX_REASONS else []),
         f"- {ident['granted']:,} permissions granted, {ident['used']:,} used, {ident['unused']:,} unused "
         f"({ident['unused_percent']:.1f}%), {ident['unobservable']:,} unobservable, "
         f"{ident['denied']:,} denied attempts",
         "",
+        *_used_table(ident),
     ]
-    if ident["used_permissions"]:
-        rows = [
-            [
-                p["action"],
-                p["calls"],
-                p["last_seen"],
-                ", ".join(p["evidence"]),
-                _short(p["resources_seen"], 3) if p["resources_seen"] else "",
-                "yes" if p["destructive"] else "",
-                "" if p["granted"] else "not granted",
-            ]
-            for p in ident["used_permissions"]
-        ]
-        lines += [
-            "Used in the window:",
-            "",
-            tabulate(
-                rows,
-                headers=["permission", "calls", "last used", "evidence", "resources", "destructive", ""],
-                tablefmt="github",
-            ),
-            "",
-        ]
-    findings = [f for f in doc["findings"] if f["provider"] == ident["provider"] and f["identity"] == ident["identity"]]
     for finding in findings:
-        lines.append(f"- **{finding['severity']}** `{finding['kind']}`: {finding['title']}")
+        lines.append(f"- **{finding['severity']}** `{finding['kind']}`: {text(finding['title'])}")
         if finding["detail"]:
-            lines.append(f"  - {finding['detail']}")
+            lines.append(f"  - {text(finding['detail'])}")
         if finding["actions"]:
             lines.append(f"  - {_short(finding['actions'])}")
-    if ident["policy_files"]:
-        lines += ["", "Least-privilege policy:", ""]
-        lines += [f"    {command}" for command in ident["apply_commands"]]
-        if ident["kept_unobservable"]:
-            lines.append(
-                f"\n{ident['kept_unobservable']:,} unobservable permission(s) kept in it "
-                "(`--drop-unobservable` drops them)."
-            )
-    if ident["policy_note"]:
-        lines += ["", f"Note: {ident['policy_note']}"]
-    if ident["policy_alternative"]:
-        lines += ["", f"Alternative: {ident['policy_alternative']}."]
+    lines += _plan(ident)
     if ident["notes"]:
-        lines += ["", *(f"- {note}" for note in ident["notes"])]
+        lines += ["", *(f"- {text(note)}" for note in ident["notes"])]
     return [*lines, ""]
+
+
+def _identities(doc: dict[str, Any]) -> list[str]:
+    by_identity: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for finding in doc["findings"]:
+        by_identity.setdefault((finding["provider"], finding["identity"]), []).append(finding)
+    lines, size = ["## Identities", ""], 0
+    ranked = sorted(doc["identities"], key=_rank)
+    for shown, ident in enumerate(ranked):
+        section = _identity_section(ident, by_identity.get((ident["provider"], ident["identity"]), []))
+        size += sum(len(line) + 1 for line in section)
+        if size > MAX_REPORT_CHARS and shown:
+            lines += [f"… and {len(ranked) - shown:,} more identities: see report.json and permissions.csv", ""]
+            break
+        lines += section
+    return lines
 
 
 def _not_audited(doc: dict[str, Any]) -> list[str]:
     if not doc["not_audited"]:
         return []
-    rows = [[i["provider"], i["account"], i["identity"], i["kind"], i["selected_by"]] for i in doc["not_audited"]]
-    return [
-        "## Reported, not audited",
-        "",
-        tabulate(rows, headers=["cloud", "account / project", "identity", "kind", "why"], tablefmt="github"),
-        "",
+    rows = [
+        [i["provider"], text(i["account"]), code(i["identity"]), text(i["kind"]), text(i["selected_by"])]
+        for i in doc["not_audited"][:MAX_ROWS]
     ]
+    headers = ["cloud", "account / project", "identity", "kind", "why"]
+    return ["## Reported, not audited", "", *_table(rows, headers, len(doc["not_audited"]), "identities")]
 
 
 def _coverage(doc: dict[str, Any]) -> list[str]:
@@ -197,8 +264,8 @@ def _coverage(doc: dict[str, Any]) -> list[str]:
         rows = [
             [
                 c["provider"],
-                c["account"],
-                c["source"],
+                text(c["account"]),
+                text(c["source"]),
                 c["first_event"],
                 c["last_event"],
                 c["days_with_events"],
@@ -206,67 +273,55 @@ def _coverage(doc: dict[str, Any]) -> list[str]:
                 c["events_in_window"],
                 c["files_read"],
             ]
-            for c in doc["coverage"]
+            for c in doc["coverage"][:MAX_ROWS]
         ]
-        lines += [
-            tabulate(
-                rows,
-                headers=[
-                    "cloud",
-                    "account / project",
-                    "source",
-                    "first event",
-                    "last event",
-                    "days with events",
-                    "events read",
-                    "in window",
-                    "files",
-                ],
-                tablefmt="github",
-            ),
-            "",
+        headers = [
+            "cloud",
+            "account / project",
+            "source",
+            "first event",
+            "last event",
+            "days with events",
+            "events read",
+            "in window",
+            "files",
         ]
-        lines += [f"- {c['account']}: {c['detail']}" for c in doc["coverage"] if c["detail"]]
+        lines += _table(rows, headers, len(doc["coverage"]), "coverage rows")
+        lines += [f"- {text(c['account'])}: {text(c['detail'])}" for c in doc["coverage"][:MAX_ROWS] if c["detail"]]
     reasons = sorted({(o["provider"], o["account"], o["reason"]) for o in doc["observability"]})
     if reasons:
         lines += ["", "What the evidence cannot show (such permissions are **unobservable**, never unused):", ""]
-        lines += [f"- {p} {a}: {r}" for p, a, r in reasons]
+        lines += [f"- {p} {text(a)}: {text(r)}" for p, a, r in reasons[:MAX_ROWS]]
     return [*lines, ""]
 
 
 def _unmapped(doc: dict[str, Any]) -> list[str]:
     if not doc["unmapped"]:
         return []
-    rows = [[u["event"], u["calls"], u["identity"], u["reason"]] for u in doc["unmapped"][:100]]
-    more = len(doc["unmapped"]) - 100
+    rows = [[code(u["event"]), u["calls"], code(u["identity"]), text(u["reason"])] for u in doc["unmapped"][:100]]
     return [
         "## Calls not mapped to a permission",
         "",
         "Counted, not guessed: these calls are not part of any used set.",
         "",
-        tabulate(rows, headers=["event", "calls", "identity", "reason"], tablefmt="github"),
-        *([f"\n… and {more} more in report.json"] if more > 0 else []),
-        "",
+        *_table(rows, ["event", "calls", "identity", "reason"], len(doc["unmapped"]), "unmapped calls"),
     ]
 
 
 def _gaps(doc: dict[str, Any]) -> list[str]:
     if not doc["gaps"]:
         return ["## Input problems", "", "None: every input was read.", ""]
-    rows = [[g["severity"], g["scope"], g["reason"], g["count"]] for g in doc["gaps"][:200]]
+    rows = [[g["severity"], code(g["scope"]), text(g["reason"]), g["count"]] for g in doc["gaps"][:MAX_ROWS]]
     return [
         "## Input problems",
         "",
         "What could not be read (the audit used everything else; `--strict` makes these fatal):",
         "",
-        tabulate(rows, headers=["severity", "where", "problem", "count"], tablefmt="github"),
-        "",
+        *_table(rows, ["severity", "where", "problem", "count"], len(doc["gaps"]), "input problems"),
     ]
 
 
 def render(doc: dict[str, Any]) -> str:
-    lines = [*_header(doc), *_summary(doc), *_findings_table(doc), "## Identities", ""]
-    for ident in doc["identities"]:
-        lines += _identity_section(doc, ident)
+    lines = [*_header(doc), *_summary(doc), *_findings_table(doc), *_identities(doc)]
     lines += [*_not_audited(doc), *_coverage(doc), *_unmapped(doc), *_gaps(doc)]
     return "\n".join(lines).rstrip() + "\n"

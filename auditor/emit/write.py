@@ -1,18 +1,21 @@
-"""Write every output of one audit into ``--out``, atomically."""
+"""Write every output of one audit into ``--out``, published as one set."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import polars as pl
 
-from auditor.audit import AuditResult
 from auditor.emit import blocklist, report_json, report_md
-from auditor.emit.policies import IdentityPolicies, all_policies
-from auditor.output import OutputDir
+from auditor.emit.base import IdentityPolicies, all_policies
+from auditor.publish import OutputSet
+
+if TYPE_CHECKING:
+    from auditor.audit import AuditResult
 
 
 def _permissions_csv(result: AuditResult) -> str:
@@ -21,39 +24,44 @@ def _permissions_csv(result: AuditResult) -> str:
     return flat.write_csv(datetime_format="%Y-%m-%dT%H:%M:%SZ")
 
 
+def _parquet(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd")
+    return buffer.getvalue()
+
+
 def _policy_index(policies: list[IdentityPolicies]) -> str:
-    return (
-        json.dumps(
-            [
-                {
-                    "provider": p.provider,
-                    "account": p.account,
-                    "identity": p.identity,
-                    "name": p.name,
-                    "files": [f.path for f in p.files],
-                    "apply": p.apply,
-                    "note": p.note,
-                    "alternative": p.alternative,
-                    "kept_unobservable": p.kept_unobservable,
-                }
-                for p in policies
-            ],
-            indent=2,
-        )
-        + "\n"
-    )
+    entries = [
+        {
+            "provider": p.provider,
+            "account": p.account,
+            "identity": p.identity,
+            "name": p.name,
+            "folder": p.folder,
+            "files": [f.path for f in p.files],
+            "apply": p.apply,
+            "exceptions": p.exceptions,
+            "dormant": p.dormant,
+            "note": p.note,
+            "alternative": p.alternative,
+            "kept_unobservable": p.kept_unobservable,
+        }
+        for p in policies
+    ]
+    return json.dumps(entries, indent=2) + "\n"
 
 
 def write_outputs(result: AuditResult, out: Path) -> dict[str, Any]:
     """Write policies, blocklist, permissions.csv and the reports; return the report document."""
     policies = all_policies(result)
-    with OutputDir(out) as staged:
+    with OutputSet(out) as staged:
         for entry in policies:
             for policy_file in entry.files:
                 staged.write(policy_file.path, policy_file.content)
         staged.write("policies/index.json", _policy_index(policies))
         staged.write("blocklist.yaml", blocklist.render(blocklist.blocklist(result)))
         staged.write("permissions.csv", _permissions_csv(result))
+        staged.write("permissions.parquet", _parquet(result.permissions))
         document = report_json.report(result, policies, [*staged.written, "report.json", "report.md"])
         staged.write("report.json", orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
         staged.write("report.md", report_md.render(document))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -23,7 +23,7 @@ import orjson
 from auditor.catalog import Catalog
 from auditor.disk_cache import cached
 from auditor.errors import RuleError
-from auditor.ruleset_files import layers, rule_dirs
+from auditor.ruleset import Rules
 
 RULE_FILE = "aws/event_mapping.yaml"
 
@@ -281,7 +281,7 @@ def _find_values(node: Any, key: str, depth: int = 0) -> Iterable[Any]:
 
 
 class EventActionMapper:
-    """Maps CloudTrail events to IAM actions. Build once (``from_rule_dirs``), call ``map`` per event."""
+    """Maps CloudTrail events to IAM actions. Build once (``from_rules``), call ``map`` per event."""
 
     def __init__(self, catalog: Catalog, rules: _Rules) -> None:
         self.catalog = catalog
@@ -294,9 +294,14 @@ class EventActionMapper:
         self._absent_cache: dict[tuple[str, str, bool], ActionMapping] = {}
 
     @classmethod
-    def from_rule_dirs(cls, dirs: Sequence[Path], catalog: Catalog) -> EventActionMapper:
+    def from_rules(cls, rules: Rules, catalog: Catalog) -> EventActionMapper:
+        """The mapper of these rules (built once per rules object and catalog)."""
+        return rules.view(f"aws.event_mapping/{catalog.version}", lambda r: cls._build(r, catalog))
+
+    @classmethod
+    def _build(cls, rules: Rules, catalog: Catalog) -> EventActionMapper:
         loader = _Loader(catalog)
-        for path, data in layers(dirs, RULE_FILE):
+        for path, data in rules.layers(RULE_FILE):
             loader.add(path, data)
         return cls(catalog, loader.rules)
 
@@ -496,14 +501,14 @@ class EventActionMapper:
 # --------------------------------------------------------------------------- sanity / coverage
 
 
-def coverage_report(catalog: Catalog, dirs: Sequence[Path] | None = None) -> dict[str, Any]:
+def coverage_report(catalog: Catalog, rules: Rules) -> dict[str, Any]:
     """Run every botocore operation through the mapper, as trailscraper's sanity test does.
 
     The eventSource is ``<endpointPrefix>.amazonaws.com`` and the eventName the operation name.
     ``share`` counts mapped + permissionless over all distinct (eventSource, operation) pairs;
     ``not_in_catalog`` must stay empty (every mapped action is a catalog action by construction).
     """
-    mapper = EventActionMapper.from_rule_dirs(dirs if dirs is not None else rule_dirs(), catalog)
+    mapper = EventActionMapper.from_rules(rules, catalog)
     pairs = {
         (f"{service.endpoint_prefix}.amazonaws.com", op) for service in botocore_services() for op in service.operations
     }

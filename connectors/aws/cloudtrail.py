@@ -14,7 +14,6 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,11 @@ import orjson
 
 from auditor.catalog import aws_catalog, aws_resource_arn_formats
 from auditor.connectors.aws.actions import ActionMapping, EventActionMapper
-from auditor.connectors.log_scan import ScanCounters, fold_files
+from auditor.connectors.log_scan import EventClock, ScanCounters, fold_files, newest_event
 from auditor.errors import InputError
 from auditor.jsonio import gunzip
 from auditor.narrowing import NarrowingRules
-from auditor.timefmt import iso_utc, normalize_iso, parse_iso
+from auditor.ruleset import Rules
 
 #: Event types that are calls made by the identity itself (service events and sign-ins are not).
 COUNTED_EVENT_TYPES = frozenset({"AwsApiCall", "AwsConsoleAction"})
@@ -93,12 +92,13 @@ _LINE_DECODER = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 @dataclass(frozen=True)
 class TrailOptions:
-    """What the parser needs besides the files: window bounds and which identities to keep."""
+    """What the parser needs besides the files: window bounds, the cap, which identities to keep."""
 
     start: str  # ISO-8601 "YYYY-MM-DDTHH:MM:SSZ", inclusive
     end: str  # inclusive
+    cap: str  # nothing can be later than this (collection time / now): later records are input problems
     identities: frozenset[str] | None  # identity ARNs to aggregate (None: all)
-    rule_dirs: tuple[Path, ...]
+    rules: Rules
 
 
 @dataclass
@@ -136,10 +136,10 @@ def is_log_file(path: Path) -> bool:
     return name.endswith(JSON_SUFFIXES) and ("CloudTrail" in path.parts or _TRAIL_FILE_NAME.match(name) is not None)
 
 
-def find_log_files(paths: Sequence[Path]) -> list[Path]:
+def find_log_files(paths: Sequence[Path], required: bool = True) -> list[Path]:
     """Every CloudTrail log file under ``paths`` (digest and insight files excluded), sorted.
 
-    A file named explicitly is always read, whatever its name."""
+    A file named explicitly is always read, whatever its name. ``required``: finding none is an error."""
     found: list[Path] = []
     for root in paths:
         if root.is_file():
@@ -150,7 +150,7 @@ def find_log_files(paths: Sequence[Path]) -> list[Path]:
         for directory, subdirs, files in os.walk(root):
             subdirs[:] = sorted(d for d in subdirs if d not in SKIPPED_DIRS and not d.startswith("."))
             found += [p for p in (Path(directory, f) for f in sorted(files)) if is_log_file(p)]
-    if not found:
+    if not found and required:
         shown = ", ".join(str(p) for p in paths)
         raise InputError(
             f"{shown}: no CloudTrail log files found (*.json.gz, *.json, *.ndjson)",
@@ -259,13 +259,11 @@ def _arn_regex(template: str) -> str:
 class _Context:
     """Per-process state: the event mapper and per-action ARN matchers (built once per worker)."""
 
-    def __init__(self, options: TrailOptions, previous: _Context | None) -> None:
+    def __init__(self, options: TrailOptions) -> None:
         self.options = options
-        if previous is not None and previous.options.rule_dirs == options.rule_dirs:
-            self.mapper, self.narrowing = previous.mapper, previous.narrowing
-        else:
-            self.mapper = EventActionMapper.from_rule_dirs(options.rule_dirs, aws_catalog())
-            self.narrowing = NarrowingRules.load(options.rule_dirs)
+        self.mapper = EventActionMapper.from_rules(options.rules, aws_catalog())
+        self.narrowing = NarrowingRules.of(options.rules)
+        self.clock = EventClock(options.cap)
         self.arn_formats = aws_resource_arn_formats()
         self._arn_matchers: dict[str, Callable[[str], Any] | None] = {}
         self.plans: dict[tuple[str, str], ActionMapping | None] = {}
@@ -287,45 +285,48 @@ _CONTEXT: _Context | None = None
 def _init_worker(options: TrailOptions) -> None:
     global _CONTEXT
     if _CONTEXT is None or _CONTEXT.options != options:
-        _CONTEXT = _Context(options, _CONTEXT)
+        _CONTEXT = _Context(options)
         _CONTEXT.mapper.namespace("s3.amazonaws.com")  # loads botocore's service index before any fork
 
 
-def _fold(events: list[Event], ctx: _Context, out: Partial) -> None:
+def _fold(events: list[Event], ctx: _Context, out: Partial, origin: str) -> None:
     """The hot loop: one pass over decoded events, counters only (see ``Partial``)."""
     opts = ctx.options
-    start, end, keep = opts.start, opts.end, opts.identities
-    mapper, plans, arn_cache, accounts = ctx.mapper, ctx.plans, ctx.arn_cache, ctx.accounts
+    start, end, cap, keep = opts.start, opts.end, opts.cap, opts.identities
+    mapper, plans, arn_cache, accounts, clock = ctx.mapper, ctx.plans, ctx.arn_cache, ctx.accounts, ctx.clock
     usage, unmapped, skipped, days, first, last = out.usage, out.unmapped, out.skipped, out.days, out.first, out.last
-    in_window = 0
-    for event in events:
-        when = event.eventTime
-        if len(when) != 20 or when[-1] != "Z":
-            when = normalize_iso(when) or ""
-            if not when:
-                skipped["unreadable eventTime"] = skipped.get("unreadable eventTime", 0) + 1
-                continue
+    in_window = out.in_window
+    for index, event in enumerate(events):
+        when = clock.canonical(event.eventTime)
+        if when is None:
+            out.bad_record(origin, f"record {index}", ValueError(f"impossible eventTime {event.eventTime[:40]!r}"))
+            continue
+        if when > cap:
+            out.after_cap(origin, when)
+            continue
         account = event.recipientAccountId or (event.userIdentity.accountId if event.userIdentity else None) or "?"
         seen = days.get(account)
         if seen is None:
-            seen = days[account] = set()
+            seen = days[account] = {}
             first[account] = last[account] = when
-        seen.add(when[:10])
+        day = when[:10]
+        seen[day] = seen.get(day, 0) + 1
         if when < first[account]:
             first[account] = when
         elif when > last[account]:
             last[account] = when
         if when < start or when > end:
             continue
-        in_window += 1
+        in_window[account] = in_window.get(account, 0) + 1
         kind = event.eventType
         if kind is not None and kind not in COUNTED_EVENT_TYPES:
-            reason = f"{kind} (not a call by the identity)"
-            skipped[reason] = skipped.get(reason, 0) + 1
+            skey = (account, f"{kind} (not a call by the identity)")
+            skipped[skey] = skipped.get(skey, 0) + 1
             continue
         identity = identity_of(event)
         if identity is None:
-            skipped["no userIdentity"] = skipped.get("no userIdentity", 0) + 1
+            skey = (account, _no_identity_reason(event))
+            skipped[skey] = skipped.get(skey, 0) + 1
             continue
         if keep is not None and identity not in keep:
             continue
@@ -358,8 +359,13 @@ def _fold(events: list[Event], ctx: _Context, out: Partial) -> None:
             if b":iam::" in raw:  # a role ARN may be passed: implied iam:PassRole
                 for role in mapper.passed_roles(_request(raw), source, name):
                     _count(usage, (identity_account, identity, "iam:PassRole", "used", "implied"), when, [role])
-    out.events_read += len(events)
-    out.events_in_window += in_window
+
+
+def _no_identity_reason(event: Event) -> str:
+    user = event.userIdentity
+    if user is not None and user.type == "AWSService":
+        return f"AWSService caller {user.invokedBy or ''} (not a call by an agent)".replace("  ", " ")
+    return "no userIdentity"
 
 
 def _matching(
@@ -414,15 +420,17 @@ def read_file(path: Path) -> Partial:
     out = Partial()
     origin = str(path)
     try:
-        raw = path.read_bytes()
-        if path.name.endswith(".gz"):
-            raw = gunzip(raw, path)
-        events = decode_file(raw, origin, out)
-    except (InputError, OSError, ValueError, msgspec.DecodeError) as exc:
+        events = decode_file(_read(path), origin, out)
+    except (InputError, OSError, ValueError, msgspec.DecodeError, RecursionError) as exc:
         return out.unreadable(origin, exc)
-    out.files_read = 1
-    _fold(events, _CONTEXT, out)
+    _fold(events, _CONTEXT, out, origin)
+    out.file_done()
     return out
+
+
+def _read(path: Path) -> bytes:
+    raw = path.read_bytes()
+    return gunzip(raw, path) if path.name.endswith(".gz") else raw
 
 
 def _read_batch(paths: list[Path]) -> Partial:
@@ -442,28 +450,19 @@ def scan(
     return fold_files(files, _read_batch, Partial(), workers, progress, initializer=_init_worker, initargs=(options,))
 
 
+def _newest_in(path: Path) -> str:
+    """The newest datable event of one file no later than the cap ("" if none or unreadable: the
+    full scan reports the file)."""
+    assert _CONTEXT is not None, "worker not initialised"
+    clock, cap = _CONTEXT.clock, _CONTEXT.options.cap
+    try:
+        events = decode_file(_read(path), str(path), Partial())
+    except (InputError, OSError, ValueError, msgspec.DecodeError, RecursionError):
+        return ""
+    times = (clock.canonical(e.eventTime) for e in events)
+    return max((t for t in times if t is not None and t <= cap), default="")
+
+
 def newest_event_time(files: Sequence[Path], options: TrailOptions, workers: int | None = None) -> str:
-    """Newest eventTime, reading only each region's newest day folder when the AWS layout allows.
-
-    Files are delivered into the folder of their delivery day, after the events they hold, so the
-    newest events are in the newest folders; other files (exports) are all read.
-    """
-    newest_day: dict[Path, str] = {}
-    undated: list[Path] = []
-    for path in files:
-        parts = path.parts
-        if len(parts) >= 5 and all(p.isdigit() for p in parts[-4:-1]):
-            region_dir = Path(*parts[:-4])
-            day = "/".join(parts[-4:-1])
-            if day > newest_day.get(region_dir, ""):
-                newest_day[region_dir] = day
-        else:
-            undated.append(path)
-    picked = [p for p in files if len(p.parts) >= 5 and newest_day.get(Path(*p.parts[:-4])) == "/".join(p.parts[-4:-1])]
-    probe = TrailOptions(start="", end="~", identities=frozenset(), rule_dirs=options.rule_dirs)
-    return scan(picked + undated, probe, workers).newest
-
-
-def window_bounds(newest: str, until: datetime | None, days: int) -> tuple[str, str]:
-    end = until if until is not None else parse_iso(newest)
-    return iso_utc(end - timedelta(days=days)), iso_utc(end)
+    """Newest eventTime no later than the cap (see :func:`auditor.connectors.log_scan.newest_event`)."""
+    return newest_event(files, _newest_in, options.cap, workers, initializer=_init_worker, initargs=(options,))

@@ -7,7 +7,7 @@ authorization-only permissions CloudTrail never logs, or days of the window miss
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -16,7 +16,7 @@ from typing import Any
 from auditor.catalog import Catalog
 from auditor.errors import InputError, RuleError
 from auditor.jsonio import load_json
-from auditor.ruleset_files import layers
+from auditor.ruleset import Rules
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,14 @@ class ObservabilityRules:
     data_events: tuple[DataEventRule, ...]
 
     @classmethod
-    def load(cls, dirs: Sequence[Path]) -> ObservabilityRules:
+    def of(cls, rules: Rules) -> ObservabilityRules:
+        return rules.view("aws.observability", cls._build)
+
+    @classmethod
+    def _build(cls, rules: Rules) -> ObservabilityRules:
         never: dict[str, tuple[tuple[str, ...], str]] = {}
         data: dict[str, DataEventRule] = {}
-        for path, doc in layers(dirs, "aws/observability.yaml"):
+        for path, doc in rules.layers("aws/observability.yaml"):
             for index, entry in enumerate(doc.get("never_logged") or []):
                 actions, reason = _actions_reason(entry, f"{path} never_logged[{index}]")
                 never[",".join(actions)] = (actions, reason)

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import polars as pl
 
 from auditor import model
+from auditor.connectors.base import GrantSet
 from auditor.errors import InputError
 from auditor.jsonio import load_json
 from auditor.selection import AgentSelector
@@ -83,13 +83,65 @@ def statements(document: Any) -> Iterator[dict[str, Any]]:
 
 
 def _time(value: Any) -> datetime | None:
-    if not value:
+    if not value or not isinstance(value, str):
         return None
     try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _text(value: Any) -> str | None:
+    """A string field, or None when the export holds something else there (``null``, a number)."""
+    return value if isinstance(value, str) and value else None
+
+
+def _tags(value: Any) -> list[tuple[str, str]]:
+    if not isinstance(value, list):
+        return []
+    return [
+        (str(t.get("Key", "")), str(t.get("Value", "")))
+        for t in value
+        if isinstance(t, dict) and isinstance(t.get("Key"), str)
+    ]
+
+
+def _version_order(version: Mapping[str, Any]) -> tuple[int, str]:
+    text = str(version.get("VersionId") or "")
+    return (int(text[1:]) if text[1:].isdigit() else 0, text)
+
+
+def _principals(value: Any) -> list[str]:
+    """``Principal`` as "AWS:<arn>", "Service:<name>", "Federated:<idp>", "CanonicalUser:..." or "*"."""
+    if value == "*":
+        return ["*"]
+    if not isinstance(value, dict):
+        raise PolicyError('Principal must be "*" or an object')
+    out = []
+    for kind, names in value.items():
+        out += [f"{kind}:{name}" for name in _as_list(names, f"Principal.{kind}")]
+    return out
+
+
+def trust_statements(document: Any) -> Iterator[dict[str, Any]]:
+    """Normalized statements of a role trust policy (``AssumeRolePolicyDocument``)."""
+    doc = decode_document(document)
+    raw = doc.get("Statement", [])
+    for index, stmt in enumerate(raw if isinstance(raw, list) else [raw]):
+        if not isinstance(stmt, dict) or stmt.get("Effect") not in ("Allow", "Deny"):
+            raise PolicyError(f"Statement[{index}] is not an Allow/Deny statement")
+        not_principal = "NotPrincipal" in stmt
+        condition = stmt.get("Condition")
+        yield {
+            "index": index,
+            "effect": stmt["Effect"],
+            "principals": _principals(stmt.get("NotPrincipal" if not_principal else "Principal")),
+            "not_principal": not_principal,
+            "actions": _as_list(stmt.get("NotAction", stmt.get("Action")), "Action"),
+            "not_action": "NotAction" in stmt,
+            "condition": json.dumps(condition, sort_keys=True) if condition else None,
+        }
 
 
 class AuthorizationDetails:
@@ -137,7 +189,15 @@ class AuthorizationDetails:
         return None
 
     def _grant_rows(
-        self, account: str, identity: str, document: Any, source: str, kind: str, layer: str = "identity"
+        self,
+        account: str,
+        identity: str,
+        document: Any,
+        source: str,
+        kind: str,
+        layer: str = "identity",
+        policy: str | None = None,
+        scope: str | None = None,
     ) -> list[dict[str, Any]]:
         try:
             return [
@@ -155,6 +215,8 @@ class AuthorizationDetails:
                     "condition": stmt["condition"],
                     "source": source,
                     "source_kind": kind,
+                    "policy": policy or source,
+                    "scope": scope or identity,
                 }
                 for stmt in statements(document)
             ]
@@ -162,7 +224,9 @@ class AuthorizationDetails:
             self._gap(account, f"{self.origin}: {source}", f"policy skipped: {exc}")
             return []
 
-    def _managed(self, account: str, identity: str, attached: Any, kind_prefix: str = "") -> list[dict[str, Any]]:
+    def _managed(
+        self, account: str, identity: str, attached: Any, kind_prefix: str = "", scope: str | None = None
+    ) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         for item in attached or []:
             arn = item.get("PolicyArn") if isinstance(item, dict) else None
@@ -175,15 +239,18 @@ class AuthorizationDetails:
                 )
                 continue
             kind = "aws-managed" if ":iam::aws:policy/" in arn else "customer-managed"
-            rows += self._grant_rows(account, identity, document, arn, kind_prefix + kind)
+            rows += self._grant_rows(account, identity, document, arn, kind_prefix + kind, scope=scope)
         return rows
 
     def _inline(self, account: str, identity: str, policies: Any, owner: str, kind: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         for item in policies or []:
             if isinstance(item, dict):
-                source = f"{owner}/inline/{item.get('PolicyName')}"
-                rows += self._grant_rows(account, identity, item.get("PolicyDocument"), source, kind)
+                name = str(item.get("PolicyName"))
+                source = f"{owner}/inline/{name}"
+                rows += self._grant_rows(
+                    account, identity, item.get("PolicyDocument"), source, kind, policy=name, scope=owner
+                )
         return rows
 
     def _boundary(self, account: str, identity: str, entity: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -196,24 +263,26 @@ class AuthorizationDetails:
             self._gap(account, f"{self.origin}: {arn}", f"permissions boundary of {identity} is not in the export")
             # An unknown boundary could only narrow the grant; keeping the grant unbounded over-reports.
             return []
-        return self._grant_rows(account, identity, document, arn, "boundary", layer="boundary")
+        return self._grant_rows(account, identity, document, arn, "boundary", layer="boundary", scope=identity)
 
-    def frames(self, selector: AgentSelector) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-        """(identities, grants, gaps) frames for every role and user in the export."""
+    def frames(self, selector: AgentSelector) -> GrantSet:
+        """Identities, grants, trust policies and managed policies of every role and user."""
         identities: list[dict[str, Any]] = []
         grants: list[dict[str, Any]] = []
+        trusts: list[dict[str, Any]] = []
         for kind, key in (("role", "RoleDetailList"), ("user", "UserDetailList")):
-            for entity in self._list(key):
+            for index, entity in enumerate(self._list(key)):
                 arn = entity.get("Arn") if isinstance(entity, dict) else None
                 if not isinstance(arn, str) or arn.count(":") < 5:
-                    raise InputError(f"{self.origin}: an entry of {key} has no valid Arn")
+                    self._gap("?", f"{self.origin}: {key}[{index}]", "entry without a valid Arn skipped")
+                    continue
                 account = arn.split(":")[4]
-                name = entity.get("RoleName" if kind == "role" else "UserName") or arn.rsplit("/", 1)[-1]
-                tags = {t.get("Key", ""): t.get("Value", "") for t in entity.get("Tags") or [] if isinstance(t, dict)}
-                path = entity.get("Path", "/")
+                name = _text(entity.get("RoleName" if kind == "role" else "UserName")) or arn.rsplit("/", 1)[-1]
+                tags = _tags(entity.get("Tags"))
+                path = _text(entity.get("Path")) or "/"
                 service_linked = path.startswith("/aws-service-role/")
-                reason = None if service_linked else selector.reason(arn, name, tags)
-                last_used = (entity.get("RoleLastUsed") or {}).get("LastUsedDate")
+                reason = None if service_linked else selector.reason(arn, name, dict(tags))
+                last_used = entity.get("RoleLastUsed")
                 identities.append(
                     {
                         "provider": "aws",
@@ -221,21 +290,67 @@ class AuthorizationDetails:
                         "identity": arn,
                         "name": name,
                         "kind": kind,
+                        "path": path,
                         "is_agent": reason is not None,
-                        "selected_by": reason,
+                        "selected_by": "service-linked role: managed by AWS, not audited" if service_linked else reason,
                         "created": _time(entity.get("CreateDate")),
-                        "last_used": _time(last_used),
-                        "attributes": json.dumps(
-                            {"path": path, "tags": tags, "service_linked": service_linked}, sort_keys=True
-                        ),
+                        "last_used": _time(last_used.get("LastUsedDate") if isinstance(last_used, dict) else None),
+                        "tags": [{"key": k, "value": v} for k, v in tags],
+                        "service_linked": service_linked,
+                        "disabled": False,
+                        "member": None,
+                        "notes": [],
+                        "attributes": None,
                     }
                 )
                 grants += self._entity_grants(kind, account, arn, name, entity)
-        return (
-            model.frame(identities, model.IDENTITIES),
-            model.frame(grants, model.GRANTS),
-            model.frame(self.gaps, model.GAPS),
+                if kind == "role":
+                    trusts += self._trust_rows(account, arn, entity.get("AssumeRolePolicyDocument"))
+        return GrantSet(
+            identities=model.frame(identities, model.IDENTITIES),
+            grants=model.frame(grants, model.GRANTS),
+            trusts=model.frame(trusts, model.TRUSTS),
+            managed=model.frame(self._managed_rows(), model.MANAGED),
+            gaps=model.frame(self.gaps, model.GAPS),
         )
+
+    def _trust_rows(self, account: str, arn: str, document: Any) -> list[dict[str, Any]]:
+        if document is None:
+            return []
+        try:
+            return [
+                {
+                    "provider": "aws",
+                    "account": account,
+                    "identity": arn,
+                    "statement_id": f"{arn}#trust#{stmt['index']}",
+                    **stmt,
+                }
+                for stmt in trust_statements(document)
+            ]
+        except PolicyError as exc:
+            self._gap(account, f"{self.origin}: {arn} AssumeRolePolicyDocument", f"trust policy skipped: {exc}")
+            return []
+
+    def _managed_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for arn, policy in self.policies.items():
+            if ":iam::aws:policy/" in arn or arn.count(":") < 5:
+                continue
+            versions = [v for v in policy.get("PolicyVersionList") or [] if isinstance(v, dict)]
+            rows.append(
+                {
+                    "provider": "aws",
+                    "account": arn.split(":")[4],
+                    "kind": "policy",
+                    "name": _text(policy.get("PolicyName")) or arn.rsplit("/", 1)[-1],
+                    "id": arn,
+                    "path": _text(policy.get("Path")) or "/",
+                    "versions": [str(v.get("VersionId")) for v in sorted(versions, key=_version_order)],
+                    "default_version": _text(policy.get("DefaultVersionId")),
+                }
+            )
+        return rows
 
     def _entity_grants(
         self, kind: str, account: str, arn: str, name: str, entity: Mapping[str, Any]
@@ -244,8 +359,10 @@ class AuthorizationDetails:
         rows = self._inline(account, arn, entity.get(inline_key), arn, "inline")
         rows += self._managed(account, arn, entity.get("AttachedManagedPolicies"))
         rows += self._boundary(account, arn, entity)
-        groups = entity.get("GroupList") or [] if kind == "user" else []
-        for group_name in groups:
+        groups = entity.get("GroupList") if kind == "user" else None
+        for group_name in groups if isinstance(groups, list) else []:
+            if not isinstance(group_name, str):
+                continue
             group = self.groups.get(group_name)
             if group is None:
                 self._gap(account, f"{self.origin}: group {group_name}", f"group of user {name} is not in the export")
@@ -253,5 +370,7 @@ class AuthorizationDetails:
             rows += self._inline(
                 account, arn, group.get("GroupPolicyList"), group.get("Arn", group_name), "group-inline"
             )
-            rows += self._managed(account, arn, group.get("AttachedManagedPolicies"), kind_prefix="group-")
+            rows += self._managed(
+                account, arn, group.get("AttachedManagedPolicies"), kind_prefix="group-", scope=group.get("Arn")
+            )
         return rows

@@ -2,103 +2,38 @@
 
 :func:`collect_snapshot` gathers grants, usage (the trail bucket, ``LookupEvents`` or an Athena
 aggregate), the trail's event selectors and Access Advisor into a folder that
-:class:`~auditor.connectors.aws.files.AwsFiles` reads, plus a ``manifest.json``. :class:`AwsLive`
-audits by collecting into such a folder and reading it back: a live audit and an offline audit of
-its snapshot are the same computation. Only List/Get/Describe/Lookup/Generate calls and Athena's
+:class:`~auditor.connectors.aws.files.AwsFiles` reads, plus a ``manifest.json``. ``auditor audit
+--aws`` collects into such a folder and audits it: a live audit and an offline audit of its snapshot
+are the same computation. Only List/Get/Describe/Lookup/Generate calls and Athena's
 StartQueryExecution are made; nothing is written to any cloud resource (Athena writes its own result
 file, see :mod:`auditor.connectors.aws.athena`).
 """
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from auditor import __version__, model
+from auditor import __version__
 from auditor.connectors.aws import access_advisor as aws_access_advisor
 from auditor.connectors.aws import athena as aws_athena
 from auditor.connectors.aws import lookup_events as aws_lookup
 from auditor.connectors.aws import s3_trail as s3trail
 from auditor.connectors.aws import snapshot as snap
-from auditor.connectors.aws.files import AwsFiles
 from auditor.connectors.aws.iam import AUTH_KEYS, AuthorizationDetails
-from auditor.connectors.aws.session import AccountSession, Endpoints, SessionFactory, SessionHook
-from auditor.connectors.base import AuditRequest, Progress, no_progress
+from auditor.connectors.aws.live_options import AdvisorScope, CollectRequest, LiveOptions, UsageSource
+from auditor.connectors.aws.session import AccountSession, Endpoints, SessionFactory
+from auditor.connectors.base import Progress, no_progress
 from auditor.connectors.snapshot_io import write_json
 from auditor.errors import ConnectorError
 from auditor.timefmt import iso_utc
-
-
-class UsageSource(StrEnum):
-    auto = "auto"  # athena with --athena-table, else the trail bucket, else LookupEvents
-    s3 = "s3"
-    lookup_events = "lookup-events"
-    athena = "athena"
-    none = "none"
-
-
-class AdvisorScope(StrEnum):
-    agents = "agents"
-    all = "all"
-    off = "off"
-
-
-@dataclass(frozen=True)
-class LiveOptions:
-    """Where and how to collect. Defaults collect one account with auto-detected usage."""
-
-    profile: str | None = None
-    region: str | None = None
-    endpoints: tuple[str, ...] = ()
-    org: bool = False
-    accounts: tuple[str, ...] = ()
-    assume_role: str | None = None
-    external_id: str | None = None
-    usage: UsageSource = UsageSource.auto
-    bucket: str | None = None
-    prefix: str | None = None
-    trail: str | None = None
-    regions: tuple[str, ...] = ()
-    athena_table: str | None = None
-    athena_workgroup: str = "primary"
-    athena_output: str | None = None
-    access_advisor: AdvisorScope = AdvisorScope.agents
-    download_workers: int = 32
-    account_workers: int = 8
-    session_hook: SessionHook | None = None
-
-    @property
-    def usage_mode(self) -> UsageSource:
-        if self.usage is UsageSource.auto and self.athena_table:
-            return UsageSource.athena
-        return self.usage
-
-    def manifest(self) -> dict[str, Any]:
-        return {
-            "profile": self.profile,
-            "region": self.region,
-            "org": self.org,
-            "accounts": list(self.accounts),
-            "assume_role": self.assume_role,
-            "usage": self.usage_mode.value,
-            "bucket": self.bucket,
-            "prefix": self.prefix,
-            "trail": self.trail,
-            "regions": list(self.regions),
-            "athena_table": self.athena_table,
-            "athena_workgroup": self.athena_workgroup,
-            "athena_output": self.athena_output,
-            "access_advisor": self.access_advisor.value,
-        }
 
 
 @dataclass(frozen=True)
@@ -114,7 +49,7 @@ class Trail:
     shared: bool = False
 
 
-def collection_window(request: AuditRequest, now: datetime) -> tuple[datetime, datetime]:
+def collection_window(request: CollectRequest, now: datetime) -> tuple[datetime, datetime]:
     end = (request.until or now).astimezone(UTC).replace(microsecond=0)
     return end - timedelta(days=request.days), end
 
@@ -122,7 +57,7 @@ def collection_window(request: AuditRequest, now: datetime) -> tuple[datetime, d
 class _Collection:
     """One run: the shared state (sessions, pool, gaps) and the steps for each account."""
 
-    def __init__(self, options: LiveOptions, root: Path, request: AuditRequest, progress: Progress) -> None:
+    def __init__(self, options: LiveOptions, root: Path, request: CollectRequest, progress: Progress) -> None:
         self.options, self.root, self.request, self.progress = options, root, request, progress
         self.factory = SessionFactory(
             options.profile,
@@ -473,10 +408,10 @@ class _Collection:
     # -- Access Advisor and Athena -------------------------------------------------------------
 
     def _advisor(self, session: AccountSession, details: AuthorizationDetails) -> dict[str, Any]:
-        identities, _, _ = details.frames(self.request.selector)
+        identities = details.frames(self.request.selector).identities
         if self.options.access_advisor is AdvisorScope.agents:
             identities = identities.filter(pl.col("is_agent"))
-        arns = identities.filter(~pl.col("attributes").str.contains('"service_linked": true'))["identity"].to_list()
+        arns = identities.filter(~pl.col("service_linked"))["identity"].to_list()
         if not arns:
             return {"identities": 0}
         document, errors = aws_access_advisor.collect(session.client("iam"), session.account, arns, session.principal)
@@ -536,27 +471,7 @@ def _stats(records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
 
 
 def collect_snapshot(
-    options: LiveOptions, root: Path, request: AuditRequest, progress: Progress = no_progress
+    options: LiveOptions, root: Path, request: CollectRequest, progress: Progress = no_progress
 ) -> dict[str, Any]:
     """Collect into ``root`` (created, or a previous snapshot refreshed) and return the manifest."""
     return _Collection(options, root, request, progress).run()
-
-
-@dataclass(frozen=True)
-class AwsLive:
-    """The live connector: collect a snapshot (kept in ``snapshot``, else a temporary folder), audit it."""
-
-    options: LiveOptions
-    snapshot: Path | None = None
-    data_events: str | None = None  # for accounts whose trail selectors could not be read
-    name: str = "aws-live"
-
-    def collect(self, request: AuditRequest, progress: Progress = no_progress) -> model.AuditInput:
-        if self.snapshot is not None:
-            return self._collect_into(self.snapshot, request, progress)
-        with tempfile.TemporaryDirectory(prefix="auditor-snapshot-") as folder:
-            return self._collect_into(Path(folder), request, progress)
-
-    def _collect_into(self, root: Path, request: AuditRequest, progress: Progress) -> model.AuditInput:
-        collect_snapshot(self.options, root, request, progress)
-        return AwsFiles.from_dir(root, self.data_events).collect(request, progress)

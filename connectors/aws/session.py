@@ -19,10 +19,10 @@ from botocore.config import Config
 from botocore.parsers import ResponseParserError
 
 from auditor import __version__
+from auditor import ruleset as rule_files
 from auditor.catalog import aws_catalog
 from auditor.connectors.aws.actions import EventActionMapper
 from auditor.errors import ConnectorError, InputError
-from auditor.ruleset_files import rule_dirs
 
 #: Where the minimal read-only policy the live connector needs is shipped (named in every denial).
 POLICY_PATH = "auditor/aws-auditor-policy.json"
@@ -67,7 +67,7 @@ class Endpoints:
 
 @cache
 def _mapper() -> EventActionMapper:
-    return EventActionMapper.from_rule_dirs(rule_dirs(), aws_catalog())
+    return EventActionMapper.from_rules(rule_files.load(), aws_catalog())
 
 
 def iam_action(endpoint_prefix: str, operation: str) -> str:

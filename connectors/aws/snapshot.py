@@ -18,7 +18,6 @@ produces (evidence ``athena`` / ``access-advisor``), so they reach the diff engi
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from auditor.connectors.aws.actions import EventActionMapper
 from auditor.connectors.snapshot_io import require_complete, write_json
 from auditor.errors import InputError
 from auditor.jsonio import load_json
+from auditor.ruleset import Rules
 from auditor.timefmt import normalize_iso, parse_iso
 
 SCHEMA = "auditor.snapshot/v1"
@@ -146,7 +146,7 @@ def fold_athena(
         first, last = _time(row.get("first_seen")), _time(row.get("last_seen"))
         if not identity or not first or not last:
             reason = "Athena row without identity or time"
-            partial.skipped[reason] = partial.skipped.get(reason, 0) + calls
+            partial.skip(reason, calls, row.get("account") or "")
             continue
         if (agents is not None and identity not in agents) or last < start or first > end:
             continue
@@ -164,9 +164,7 @@ def fold_athena(
         first, last = _time(row.get("first_seen")), _time(row.get("last_seen"))
         if not day or not first or not last:
             continue
-        partial.saw(account, first, last, [day])
-        partial.events_read += events
-        partial.events_in_window += events
+        partial.saw(account, first, last, {day: events}, in_window=events)
     for query in doc.get("queries") or []:
         out.coverage.append(
             {
@@ -283,14 +281,19 @@ class SnapshotExtras:
         end = (self._manifest().get("window") or {}).get("end")
         if end is None and self.athena_files:
             end = (load_json(self.athena_files[0], "Athena aggregate rows").get("window") or {}).get("end")
-        return parse_iso(end) if end else None
+        return _moment(end, self.manifest or self.athena_files[0], "window.end") if end else None
+
+    def collected_at(self) -> datetime | None:
+        """When the snapshot was collected: nothing in it can be later."""
+        when = self._manifest().get("collected_at")
+        return _moment(when, self.manifest, "collected_at") if when else None
 
     @property
     def has_usage(self) -> bool:
         """Whether the folder is a snapshot, which may hold no log file at all (Athena, no trail)."""
         return self.manifest is not None or bool(self.athena_files)
 
-    def read(self, agents: frozenset[str] | None, start: str, end: str, rule_dirs: Sequence[Path]) -> Extras:
+    def read(self, agents: frozenset[str] | None, start: str, end: str, rules: Rules) -> Extras:
         manifest = self._manifest()
         out = Extras(
             gaps=[
@@ -324,7 +327,7 @@ class SnapshotExtras:
                 )
         parts: list[Extras] = []
         if self.athena_files:
-            mapper = EventActionMapper.from_rule_dirs(rule_dirs, aws_catalog())
+            mapper = EventActionMapper.from_rules(rules, aws_catalog())
             for path in self.athena_files:
                 doc = load_json(path, "Athena aggregate rows written by `auditor collect aws`")
                 parts.append(fold_athena(doc, str(path), mapper, start, end, agents))
@@ -336,3 +339,10 @@ class SnapshotExtras:
             out.coverage += part.coverage
             out.gaps += part.gaps
         return out
+
+
+def _moment(value: Any, origin: Path | None, key: str) -> datetime:
+    text = normalize_iso(str(value))
+    if text is None:
+        raise InputError(f"{origin}: {key} {value!r} is not a time", "recollect with `auditor collect aws`")
+    return parse_iso(text)

@@ -22,10 +22,9 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from auditor.connectors.log_scan import ScanCounters, fold_files
+from auditor.connectors.log_scan import EventClock, ScanCounters, fold_files, newest_event
 from auditor.errors import InputError
 from auditor.jsonio import gunzip
-from auditor.timefmt import normalize_iso
 
 #: Cap on distinct resources remembered per (principal, permission), as for CloudTrail.
 MAX_RESOURCES = 64
@@ -119,18 +118,29 @@ class ScanOptions:
     start: str  # "YYYY-MM-DDTHH:MM:SSZ", inclusive
     end: str  # inclusive
     identities: frozenset[str] | None  # principals to aggregate (None: all)
+    cap: str = "9999-12-31T23:59:59Z"  # later entries are input problems, never part of the window
+
+
+#: How many permissions one method is remembered to check (a call checks a handful at most).
+MAX_METHOD_PERMISSIONS = 16
 
 
 @dataclass
 class Partial(ScanCounters):
     """Counters from some files: usage per (project, principal, permission, outcome, evidence)
-    holds [calls, first, last, resources]; plus impersonation chains and audit-config changes."""
+    holds [calls, first, last, resources]; plus impersonation chains, audit-config changes, the
+    calls logged without ``authorizationInfo`` per (project, principal, service, method) as
+    [calls, first, last], the permissions every logged call of a method checked (to map those
+    calls), and every permission the logs show at all (what they demonstrably record)."""
 
     record_noun: ClassVar[tuple[str, str]] = ("log entry", "log entries")
 
     usage: dict[tuple[str, str, str, str, str], list[Any]] = field(default_factory=dict)
     delegations: dict[tuple[str, str, str], int] = field(default_factory=dict)
     audit_changes: set[tuple[str, str, str, str, str]] = field(default_factory=set)  # project, time, action, svc, type
+    unchecked: dict[tuple[str, str, str, str], list[Any]] = field(default_factory=dict)
+    method_checks: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    seen_permissions: set[str] = field(default_factory=set)
 
     def merge(self, other: Partial) -> None:
         super().merge(other)
@@ -146,6 +156,16 @@ class Partial(ScanCounters):
         for key, count in other.delegations.items():
             self.delegations[key] = self.delegations.get(key, 0) + count
         self.audit_changes |= other.audit_changes
+        for key, (calls, first, last) in other.unchecked.items():
+            mine = self.unchecked.get(key)
+            if mine is None:
+                self.unchecked[key] = [calls, first, last]
+            else:
+                mine[0] += calls
+                mine[1], mine[2] = min(mine[1], first), max(mine[2], last)
+        for key, checks in other.method_checks.items():
+            self.method_checks[key] = self.method_checks[key] & checks if key in self.method_checks else checks
+        self.seen_permissions |= other.seen_permissions
 
 
 def _capped(resources: set[str]) -> set[str]:
@@ -236,22 +256,20 @@ def _chain(authn: _AuthN) -> str | None:
     return " → ".join(callers)
 
 
-def fold(entries: list[Entry], options: ScanOptions, out: Partial) -> None:
-    start, end, keep = options.start, options.end, options.identities
-    usage, unmapped, skipped = out.usage, out.unmapped, out.skipped
+def fold(entries: list[Entry], options: ScanOptions, out: Partial, origin: str = "") -> None:
+    start, end, cap, keep = options.start, options.end, options.cap, options.identities
+    usage, unmapped, skipped, days, in_window = out.usage, out.unmapped, out.skipped, out.days, out.in_window
+    clock = EventClock(cap)
     projects: dict[str, str] = {}  # logName -> project
     spans: dict[str, list[str]] = {}  # project -> [first, last] seen in these entries
-    seen_day = ("", "")
-    out.events_read += len(entries)
-    for entry in entries:
-        when = entry.timestamp
-        if len(when) >= 20 and when[-1] == "Z" and when[10] == "T" and when[19] in ".Z":
-            when = when[:19] + "Z"
-        else:
-            when = normalize_iso(when) or ""
-            if not when:
-                skipped["unreadable timestamp"] = skipped.get("unreadable timestamp", 0) + 1
-                continue
+    for index, entry in enumerate(entries):
+        when = clock.canonical(entry.timestamp)
+        if when is None:
+            out.bad_record(origin, f"entry {index}", ValueError(f"impossible timestamp {entry.timestamp[:40]!r}"))
+            continue
+        if when > cap:
+            out.after_cap(origin, when)
+            continue
         project = projects.get(entry.logName)
         if project is None:
             project = projects[entry.logName] = project_of(entry)
@@ -262,24 +280,28 @@ def fold(entries: list[Entry], options: ScanOptions, out: Partial) -> None:
             span[0] = when
         elif when > span[1]:
             span[1] = when
-        if (project, when[:10]) != seen_day:
-            seen_day = (project, when[:10])
-            out.days.setdefault(project, set()).add(seen_day[1])
+        seen = days.get(project)
+        if seen is None:
+            seen = days[project] = {}
+        seen[when[:10]] = seen.get(when[:10], 0) + 1
         payload = entry.protoPayload
         if payload is not None and payload.serviceData is not None:
             _audit_changes(payload.serviceData, project, when, out)
         if when < start or when > end:
             continue
-        out.events_in_window += 1
+        in_window[project] = in_window.get(project, 0) + 1
         if payload is None:
-            skipped["not an audit log entry (no protoPayload)"] = (
-                skipped.get("not an audit log entry (no protoPayload)", 0) + 1
-            )
+            key2 = (project, "not an audit log entry (no protoPayload)")
+            skipped[key2] = skipped.get(key2, 0) + 1
             continue
+        checks = payload.authorizationInfo
+        if checks:  # in the window only: auditConfigs may have changed since
+            _learn(payload, checks, out)
         authn = payload.authenticationInfo
         principal = (authn.principalEmail or authn.principalSubject) if authn is not None else None
         if not principal:
-            skipped["no principal (system event)"] = skipped.get("no principal (system event)", 0) + 1
+            key2 = (project, "no principal (system event)")
+            skipped[key2] = skipped.get(key2, 0) + 1
             continue
         if keep is not None and principal not in keep:
             continue
@@ -292,10 +314,14 @@ def fold(entries: list[Entry], options: ScanOptions, out: Partial) -> None:
             key = (project, principal, f"k8s.io:{payload.methodName}", "GKE pseudo-permission, not an IAM permission")
             unmapped[key] = unmapped.get(key, 0) + 1
             continue
-        checks = payload.authorizationInfo
         if not checks:
-            key = (project, principal, f"{service}:{payload.methodName}", "entry has no authorizationInfo")
-            unmapped[key] = unmapped.get(key, 0) + 1
+            ukey = (project, principal, service, payload.methodName or "?")
+            counter = out.unchecked.get(ukey)
+            if counter is None:
+                out.unchecked[ukey] = [1, when, when]
+            else:
+                counter[0] += 1
+                counter[1], counter[2] = min(counter[1], when), max(counter[2], when)
             continue
         for check in checks:
             permission = check.permission
@@ -304,10 +330,10 @@ def fold(entries: list[Entry], options: ScanOptions, out: Partial) -> None:
                 unmapped[key] = unmapped.get(key, 0) + 1
                 continue
             resource = check.resource or (check.resourceAttributes.name if check.resourceAttributes else None)
-            ukey = (project, principal, permission, "used" if check.granted is True else "denied", EVIDENCE)
-            counter = usage.get(ukey)
+            ukey5 = (project, principal, permission, "used" if check.granted is True else "denied", EVIDENCE)
+            counter = usage.get(ukey5)
             if counter is None:
-                usage[ukey] = [1, when, when, {resource} if resource else set()]
+                usage[ukey5] = [1, when, when, {resource} if resource else set()]
                 continue
             counter[0] += 1
             if when < counter[1]:
@@ -317,7 +343,21 @@ def fold(entries: list[Entry], options: ScanOptions, out: Partial) -> None:
             if resource and len(counter[3]) < MAX_RESOURCES:
                 counter[3].add(resource)
     for project, (first, last) in spans.items():
-        out.saw(project, first, last)
+        out._span(project, first, last)
+
+
+def _learn(payload: _Payload, checks: list[_AuthZ], out: Partial) -> None:
+    """What the logs show about permissions: every one that appears is recorded by them, and the
+    permissions a method checks every time map its calls logged without ``authorizationInfo``."""
+    permissions = frozenset(c.permission for c in checks if c.permission)
+    out.seen_permissions |= permissions
+    key = (payload.serviceName or "?", payload.methodName or "?")
+    known = out.method_checks.get(key)
+    if known is None:
+        if len(permissions) <= MAX_METHOD_PERMISSIONS:
+            out.method_checks[key] = permissions
+    elif not permissions >= known:
+        out.method_checks[key] = known & permissions
 
 
 def _audit_changes(data: _ServiceData, project: str, when: str, out: Partial) -> None:
@@ -334,10 +374,10 @@ def read_file(path: Path, options: ScanOptions) -> Partial:
     origin = str(path)
     try:
         entries = decode_file(_read(path), origin, out)
-    except (InputError, OSError, ValueError, msgspec.DecodeError) as exc:
+    except (InputError, OSError, ValueError, msgspec.DecodeError, RecursionError) as exc:
         return out.unreadable(origin, exc)
-    out.files_read = 1
-    fold(entries, options, out)
+    fold(entries, options, out, origin)
+    out.file_done()
     return out
 
 
@@ -360,7 +400,9 @@ def scan(
     )
 
 
-def _newest_in(path: Path) -> str:
+def _newest_in(path: Path, cap: str) -> str:
+    """Newest datable entry time of one file no later than ``cap`` ("" if none: the scan reports it)."""
+    clock = EventClock(cap)
     try:
         raw = _read(path)
         head = raw.lstrip()[:1]
@@ -371,26 +413,13 @@ def _newest_in(path: Path) -> str:
             for line in raw.splitlines():
                 try:
                     times.append(_TIME.decode(line).timestamp)
-                except (msgspec.DecodeError, msgspec.ValidationError):
+                except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                     continue
-    except (InputError, OSError, ValueError, msgspec.DecodeError, msgspec.ValidationError):
-        return ""  # the real scan reports the file
-    return max((normalize_iso(t) or "" for t in times), default="")
+    except (InputError, OSError, ValueError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return ""
+    return max((t for t in map(clock.canonical, times) if t is not None and t <= cap), default="")
 
 
-def newest_entry_time(files: Sequence[Path]) -> str:
-    """Newest entry timestamp. In the sink layout (``.../YYYY/MM/DD/<hour file>``) only the newest
-    day's files are read per log; other files are all read (timestamps only)."""
-    newest_day: dict[Path, str] = {}
-    for path in files:
-        parts = path.parts
-        if len(parts) >= 5 and all(p.isdigit() for p in parts[-4:-1]):
-            base = Path(*parts[:-4])
-            newest_day[base] = max(newest_day.get(base, ""), "/".join(parts[-4:-1]))
-    picked = [
-        p
-        for p in files
-        if not (len(p.parts) >= 5 and all(x.isdigit() for x in p.parts[-4:-1]))
-        or newest_day[Path(*p.parts[:-4])] == "/".join(p.parts[-4:-1])
-    ]
-    return max((_newest_in(p) for p in picked), default="")
+def newest_entry_time(files: Sequence[Path], cap: str, workers: int | None = None) -> str:
+    """Newest entry timestamp no later than ``cap`` (see :func:`auditor.connectors.log_scan.newest_event`)."""
+    return newest_event(files, functools.partial(_newest_in, cap=cap), cap, workers)

@@ -59,16 +59,14 @@ def fold_rows(rows: Iterable[Mapping[str, Any]], keep: frozenset[str] | None, ou
         calls = int(row.get("calls") or 0)
         first, last = str(row.get("first_seen") or ""), str(row.get("last_seen") or "")
         project = str(row.get("project") or "?")
-        out.events_read += calls
-        out.events_in_window += calls
-        days = [str(d) for d in row.get("days") or ()]
+        days = dict.fromkeys(sorted(str(d) for d in row.get("days") or ()), 0)
+        if days:  # the calls are counted on the first day: what matters per day is that it has events
+            days[next(iter(days))] = calls
         if first and last:
-            out.saw(project, first, last, days)
-        elif days:
-            out.days.setdefault(project, set()).update(days)
+            out.saw(project, first, last, days, in_window=calls)
         principal = row.get("principal")
         if not principal:
-            out.skipped["no principal (system event)"] = out.skipped.get("no principal (system event)", 0) + calls
+            out.skip("no principal (system event)", calls, project)
             continue
         if keep is not None and principal not in keep:
             continue

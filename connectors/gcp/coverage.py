@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
 from auditor.connectors.gcp.iam import principal_of
 from auditor.connectors.gcp.rules import ALWAYS_ON, GcpRules
+from auditor.matching import any_glob_regex
 
 ALL_SERVICES = "allServices"
 
@@ -61,10 +63,13 @@ def observability_rows(
     rules: GcpRules,
     changes: Sequence[tuple[str, str, str, str]],
     window: tuple[str, str],
+    seen: AbstractSet[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """OBSERVABILITY rows of one project for ``permissions`` (the catalog), given its audit config.
 
-    ``changes``: (time, action, service, log type) of auditConfigs deltas logged by SetIamPolicy."""
+    ``changes``: (time, action, service, log type) of auditConfigs deltas logged by SetIamPolicy.
+    ``seen``: permissions the window's logs show in ``authorizationInfo``: they demonstrably are
+    recorded, so no rule makes them unobservable (exempted members still are)."""
     enabled_late = {
         (service, log_type): when
         for when, action, service, log_type in sorted(changes)
@@ -72,16 +77,17 @@ def observability_rows(
     }
     by_reason: dict[str, set[str]] = defaultdict(set)
     by_identity: dict[tuple[str, str], set[str]] = defaultdict(set)
+    permissions = list(permissions)
     for permission in permissions:
         log_type = rules.log_type(permission)
         service = rules.service(permission)
         if log_type == ALWAYS_ON or service in rules.always_logged:
             continue
-        if not config.logged(service, log_type):
+        if not config.logged(service, log_type) and permission not in seen:
             by_reason[f"{log_type} audit logs for {service} are not enabled (auditConfigs)"].add(permission)
             continue
         late = enabled_late.get((service, log_type)) or enabled_late.get((ALL_SERVICES, log_type))
-        if late:
+        if late and permission not in seen:
             by_reason[
                 f"{log_type} audit logs for {service} were enabled on {late[:10]} (SetIamPolicy), "
                 "not for the whole window"
@@ -92,7 +98,12 @@ def observability_rows(
             if principal is not None:
                 reason = f"{member} is exempted from {log_type} audit logs for {service} (auditConfigs exemptedMembers)"
                 by_identity[(principal.identity, reason)].add(permission)
-    rows = [_row(project, None, perms, reason) for perms, reason in rules.never_logged]
+    rows = []
+    for patterns, reason in rules.never_logged:
+        regex = any_glob_regex(patterns)
+        unseen = {p for p in (*permissions, *patterns) if regex.fullmatch(p) and p not in seen}
+        if unseen:
+            rows.append(_row(project, None, unseen, reason))
     rows += [_row(project, None, perms, reason) for reason, perms in sorted(by_reason.items())]
     rows += [_row(project, identity, perms, reason) for (identity, reason), perms in sorted(by_identity.items())]
     return rows

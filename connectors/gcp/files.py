@@ -17,10 +17,9 @@ A snapshot directory (what ``auditor collect gcp`` writes, or what a user assemb
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,15 @@ import polars as pl
 
 from auditor import model
 from auditor.catalog import Catalog
-from auditor.connectors.aws.coverage import missing_days, summarize_days
-from auditor.connectors.base import AuditRequest, Progress, no_progress
+from auditor.connectors.base import Evidence, GrantSet, Progress, UsageRequest, WindowEnd, no_progress
 from auditor.connectors.gcp import audit_logs as gcp_logs
+from auditor.connectors.gcp import methods
 from auditor.connectors.gcp.bigquery import FORMAT as AGGREGATE_FORMAT
 from auditor.connectors.gcp.bigquery import fold_rows
 from auditor.connectors.gcp.coverage import AuditLogConfig, observability_rows
 from auditor.connectors.gcp.iam import (
     Policy,
+    RoleDefinition,
     audit_log_configs,
     build_grants,
     load_roles,
@@ -49,7 +49,9 @@ from auditor.connectors.gcp.rules import GcpRules
 from auditor.connectors.snapshot_io import require_complete
 from auditor.errors import InputError
 from auditor.jsonio import load_json
-from auditor.timefmt import iso_utc, parse_iso
+from auditor.ruleset import Rules
+from auditor.selection import AgentSelector
+from auditor.timefmt import iso_utc, normalize_iso, parse_iso
 
 ROLES_HINT = (
     "export the roles the policy references: for r in $(gcloud projects get-iam-policy P --format=json "
@@ -64,6 +66,16 @@ LOGS_HINT = (
 
 
 @dataclass(frozen=True)
+class _Read:
+    """What :meth:`GcpFiles.grants` read, for the later questions."""
+
+    project: str
+    policies: list[Policy]
+    roles: dict[str, RoleDefinition]
+    aggregates: list[dict[str, Any]]
+
+
+@dataclass
 class GcpFiles:
     """Where the offline GCP inputs are."""
 
@@ -75,7 +87,9 @@ class GcpFiles:
     insight_files: tuple[Path, ...] = ()
     aggregate_files: tuple[Path, ...] = ()
     manifest: dict[str, Any] | None = None
-    name: str = field(default="gcp-files")
+    provider: str = "gcp"
+    name: str = "gcp-files"
+    _state: _Read | None = field(default=None, repr=False)
 
     @classmethod
     def from_dir(cls, root: Path) -> GcpFiles:
@@ -110,8 +124,146 @@ class GcpFiles:
             manifest,
         )
 
-    def collect(self, request: AuditRequest, progress: Progress = no_progress) -> model.AuditInput:
-        return collect_files(self, request, progress)
+    # -- the questions ------------------------------------------------------------------------
+
+    def grants(self, selector: AgentSelector, rules: Rules) -> GrantSet:
+        gcp_rules = GcpRules.of(rules)
+        roles, role_gaps = load_roles(self.role_paths)
+        docs = _aggregates(self.aggregate_files)
+        project, policies = _policies(self, (self.manifest or {}).get("project"))
+        if project is None:
+            project = _project_from_logs(self.log_files(), [r for d in docs for r in d["rows"]])
+            project, policies = _policies(self, project)
+        assert project is not None
+        self._state = _Read(project, policies, roles, docs)
+        found = build_grants(
+            project, policies, roles, load_service_accounts(self.service_account_files), selector, gcp_rules
+        )
+        manifest_gaps = [
+            model.gap("gcp", project, str(g.get("scope", "")), str(g.get("reason", "")), "warning")
+            for g in (self.manifest or {}).get("gaps", [])
+        ]
+        return GrantSet(
+            identities=found.identities,
+            grants=found.grants,
+            managed=found.managed,
+            gaps=pl.concat([found.gaps, model.frame(role_gaps, model.GAPS), model.frame(manifest_gaps, model.GAPS)]),
+        )
+
+    def catalog(self, grants: GrantSet, rules: Rules) -> Catalog:
+        state = self._read()
+        gcp_rules = GcpRules.of(rules)
+        permissions = sorted({p for role in state.roles.values() for p in role.permissions})
+        return Catalog(
+            "gcp",
+            {p: gcp_rules.access_level(p) for p in permissions},
+            f"{len(state.roles)} role definition(s) from {', '.join(str(p) for p in self.role_paths)}",
+            {name: role.permissions for name, role in state.roles.items()},
+            service_separator=".",
+            level_of=gcp_rules.access_level,
+            restricted={
+                p: "cannot be in a project-level custom role" for p in permissions if not gcp_rules.fits_project_role(p)
+            },
+        )
+
+    def collected_at(self) -> datetime | None:
+        when = (self.manifest or {}).get("collected_at")
+        text = normalize_iso(str(when)) if when else None
+        return parse_iso(text) if text else None
+
+    def window_end(self, cap: datetime, rules: Rules, workers: int | None) -> WindowEnd:
+        docs = self._read().aggregates
+        if docs:  # aggregated in BigQuery over a fixed window: it cannot be re-windowed here
+            end = normalize_iso(str((docs[0].get("window") or {}).get("end", "")))
+            if end:
+                return WindowEnd(
+                    min(parse_iso(end), cap), f"the BigQuery aggregation window of {docs[0].get('table')}", fixed=True
+                )
+        collected = normalize_iso(str(((self.manifest or {}).get("window") or {}).get("end", "")))
+        if collected:
+            return WindowEnd(min(parse_iso(collected), cap), "the collected window of the snapshot", fixed=True)
+        newest = gcp_logs.newest_entry_time(self.log_files(), iso_utc(cap), workers)
+        origin = ", ".join(str(p) for p in self.log_paths)
+        return WindowEnd(parse_iso(newest) if newest else None, f"the newest Cloud Audit Log entry in {origin}")
+
+    def usage(self, request: UsageRequest, progress: Progress = no_progress) -> Evidence:
+        state = self._read()
+        start, end = iso_utc(request.window.start), iso_utc(request.window.end)
+        options = gcp_logs.ScanOptions(start, end, request.agents, iso_utc(request.cap))
+        partial = gcp_logs.scan(
+            self.log_files(), options, request.workers, lambda d, t: progress("Cloud Audit Log files", d, t)
+        )
+        for doc in state.aggregates:
+            aggregated = gcp_logs.Partial()
+            fold_rows(doc["rows"], request.agents, aggregated)
+            partial.merge(aggregated)
+        gcp_rules = GcpRules.of(request.rules)
+        catalog_permissions = set(request.catalog.access_levels)
+        resolved = methods.resolve(partial.unchecked, partial.method_checks, catalog_permissions, gcp_rules)
+        usage = pl.concat(
+            [
+                _usage_frame(partial),
+                _times(model.frame(resolved.usage, _TEXT_TIMES)),
+                model.frame(usage_rows(self.insight_files, state.project, request.agents), model.USAGE),
+            ]
+        )
+        project = state.project
+        observability = observability_rows(
+            project,
+            sorted(catalog_permissions | set(usage["action"].to_list())),
+            AuditLogConfig.from_configs(audit_log_configs(state.policies)),
+            gcp_rules,
+            [(when, action, svc, log_type) for p, when, action, svc, log_type in partial.audit_changes if p == project],
+            (start, end),
+            frozenset(partial.seen_permissions),
+        )
+        unmapped = [
+            {"provider": "gcp", "account": p, "identity": i, "event": e, "calls": n, "reason": r}
+            for (p, i, e, r), n in sorted(partial.unmapped.items())
+        ]
+        return Evidence(
+            usage=usage,
+            unmapped=model.frame([*unmapped, *resolved.unmapped], model.UNMAPPED),
+            observability=model.frame([*observability, *resolved.observability], model.OBSERVABILITY),
+            gaps=model.frame(
+                [{"provider": "gcp", "account": project, "severity": "error", **g} for g in partial.gaps]
+                + _window_notes(state.aggregates, request),
+                model.GAPS,
+            ),
+            logs=(partial.stats("gcp", f"Cloud Audit Logs {self._origin(state)}"),),
+            notes=_delegation_notes(partial),
+        )
+
+    def inputs(self) -> tuple[str, ...]:
+        files = (*self.policy_files, *self.role_paths, *self.log_paths, *self.aggregate_files, *self.insight_files)
+        return tuple(str(p) for p in files)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _read(self) -> _Read:
+        assert self._state is not None, "grants() first"
+        return self._state
+
+    def log_files(self) -> list[Path]:
+        return gcp_logs.find_log_files(self.log_paths) if self.log_paths else []
+
+    def _origin(self, state: _Read) -> str:
+        origin = ", ".join(str(p) for p in self.log_paths) or "BigQuery"
+        if state.aggregates:
+            origin = ", ".join(str(d.get("table")) for d in state.aggregates) + (
+                f" + {origin}" if self.log_paths else ""
+            )
+        return origin
+
+
+_TEXT_TIMES = {**model.USAGE, "first_seen": pl.Utf8, "last_seen": pl.Utf8}
+
+
+def _times(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(
+        pl.col(c).str.to_datetime("%Y-%m-%dT%H:%M:%SZ", time_zone="UTC", strict=False)
+        for c in ("first_seen", "last_seen")
+    )
 
 
 def _aggregates(files: Sequence[Path]) -> list[dict[str, Any]]:
@@ -161,44 +313,17 @@ def _project_from_logs(files: Sequence[Path], docs: Sequence[dict[str, Any]]) ->
     return projects.pop()
 
 
-def _window(request: AuditRequest, newest: str, docs: Sequence[dict[str, Any]]) -> tuple[str, str, list[str]]:
-    notes = []
-    if docs:  # aggregated in BigQuery over a fixed window: it cannot be re-windowed here
-        window = docs[0].get("window") or {}
-        start, end = str(window.get("start", "")), str(window.get("end", ""))
-        span = (parse_iso(end) - parse_iso(start)).days if start and end else None
-        if request.until is not None or (span is not None and span != request.days):
-            notes.append(f"BigQuery usage was aggregated over {start} .. {end}; --days/--until do not re-window it")
-        return start, end, notes
-    if request.until is not None:
-        end_time = request.until.astimezone(UTC)
-    elif newest:
-        end_time = parse_iso(newest)
-    else:
-        end_time = datetime.now(UTC)
-    return iso_utc(end_time - timedelta(days=request.days)), iso_utc(end_time), notes
-
-
-def _scan(
-    source: GcpFiles, request: AuditRequest, agents: frozenset[str], docs: Sequence[dict[str, Any]], progress: Progress
-) -> tuple[gcp_logs.Partial, str, str, list[str]]:
-    files = gcp_logs.find_log_files(source.log_paths) if source.log_paths else []
-    newest = "" if request.until or docs else gcp_logs.newest_entry_time(files)
-    start, end, notes = _window(request, newest, docs)
-    partial = gcp_logs.scan(
-        files,
-        gcp_logs.ScanOptions(start, end, agents),
-        request.workers,
-        lambda d, t: progress("Cloud Audit Log files", d, t),
+def _window_notes(docs: Sequence[dict[str, Any]], request: UsageRequest) -> list[dict[str, Any]]:
+    if not docs:
+        return []
+    window = docs[0].get("window") or {}
+    start, end = str(window.get("start", "")), str(window.get("end", ""))
+    if (start, end) == (iso_utc(request.window.start), iso_utc(request.window.end)):
+        return []
+    reason = (
+        f"BigQuery usage was aggregated over {start} .. {end}, not the audit window: --days/--until do not re-window it"
     )
-    if not request.until and not docs and partial.newest > end:
-        start, end, notes = _window(request, partial.newest, docs)
-        partial = gcp_logs.scan(files, gcp_logs.ScanOptions(start, end, agents), request.workers)
-    for doc in docs:
-        aggregated = gcp_logs.Partial()
-        fold_rows(doc["rows"], agents, aggregated)
-        partial.merge(aggregated)
-    return partial, start, end, notes
+    return [model.gap("gcp", None, "window", reason, "warning")]
 
 
 def _usage_frame(partial: gcp_logs.Partial) -> pl.DataFrame:
@@ -211,126 +336,21 @@ def _usage_frame(partial: gcp_logs.Partial) -> pl.DataFrame:
             "outcome": outcome,
             "evidence": evidence,
             "calls": calls,
-            "first_seen": parse_iso(first),
-            "last_seen": parse_iso(last),
+            "first_seen": first,
+            "last_seen": last,
             "resources": sorted(resources),
             "all_with_resource": False,  # custom roles cannot be narrowed to resources
         }
-        for (project, identity, permission, outcome, evidence), (calls, first, last, resources) in partial.usage.items()
+        for (project, identity, permission, outcome, evidence), (calls, first, last, resources) in sorted(
+            partial.usage.items()
+        )
     ]
-    return model.frame(rows, model.USAGE)
+    return _times(model.frame(rows, _TEXT_TIMES))
 
 
-def _with_notes(identities: pl.DataFrame, partial: gcp_logs.Partial) -> pl.DataFrame:
-    """Report each identity's impersonation chains (who called as it, through which accounts)."""
+def _delegation_notes(partial: gcp_logs.Partial) -> dict[str, list[str]]:
+    """Each identity's impersonation chains (who called as it, through which accounts)."""
     chains: dict[str, list[str]] = {}
     for (_, identity, chain), count in sorted(partial.delegations.items()):
         chains.setdefault(identity, []).append(f"impersonated: {count:,} call(s) via {chain} → {identity}")
-    if not chains:
-        return identities
-
-    def annotate(row: dict[str, Any]) -> str:
-        attributes = json.loads(row["attributes"] or "{}")
-        attributes["notes"] = [*attributes.get("notes", []), *chains.get(row["identity"], [])]
-        return json.dumps(attributes, sort_keys=True)
-
-    return identities.with_columns(
-        pl.Series("attributes", [annotate(r) for r in identities.iter_rows(named=True)], dtype=pl.Utf8)
-    )
-
-
-def collect_files(source: GcpFiles, request: AuditRequest, progress: Progress = no_progress) -> model.AuditInput:
-    rules = GcpRules.load(request.rule_dirs)
-    roles, role_gaps = load_roles(source.role_paths)
-    docs = _aggregates(source.aggregate_files)
-    project, policies = _policies(source, (source.manifest or {}).get("project"))
-    if project is None:
-        files = gcp_logs.find_log_files(source.log_paths) if source.log_paths else []
-        project = _project_from_logs(files, [r for d in docs for r in d["rows"]])
-        project, policies = _policies(source, project)
-    service_accounts = load_service_accounts(source.service_account_files)
-    grants = build_grants(project, policies, roles, service_accounts, request.selector, rules)
-    agents = frozenset(grants.identities.filter(pl.col("is_agent"))["identity"].to_list())
-    partial, start, end, notes = _scan(source, request, agents, docs, progress)
-    usage = _usage_frame(partial)
-    if source.insight_files:
-        usage = pl.concat([usage, model.frame(usage_rows(source.insight_files, project, agents), model.USAGE)])
-    permissions = {p for role in roles.values() for p in role.permissions} | set(usage["action"].to_list())
-    catalog = Catalog(
-        "gcp",
-        {p: rules.access_level(p) for p in sorted(permissions)},
-        f"{len(roles)} role definition(s) from {', '.join(str(p) for p in source.role_paths)}",
-        {name: role.permissions for name, role in roles.items()},
-    )
-    observability = observability_rows(
-        project,
-        catalog.access_levels,
-        AuditLogConfig.from_configs(audit_log_configs(policies)),
-        rules,
-        [(when, action, svc, log_type) for p, when, action, svc, log_type in partial.audit_changes if p == project],
-        (start, end),
-    )
-    missing = missing_days(partial.days.get(project, set()), start, end)
-    if missing:
-        total = len(missing_days(set(), start, end))
-        observability.append(
-            {
-                "provider": "gcp",
-                "account": project,
-                "identity": None,
-                "actions": ["*"],
-                "reason": f"Cloud Audit Logs have no entries for {len(missing)} of {total} days of the window "
-                f"({summarize_days(missing)})",
-            }
-        )
-    origin = ", ".join(str(p) for p in source.log_paths) or "BigQuery"
-    if docs:
-        origin = ", ".join(str(d.get("table")) for d in docs) + (f" + {origin}" if source.log_paths else "")
-    coverage = {
-        "provider": "gcp",
-        "account": project,
-        "source": f"Cloud Audit Logs {origin}",
-        "first_event": parse_iso(partial.first[project]) if project in partial.first else None,
-        "last_event": parse_iso(partial.last[project]) if project in partial.last else None,
-        "days_with_events": len([d for d in partial.days.get(project, ()) if start[:10] <= d <= end[:10]]),
-        "events_read": partial.events_read,
-        "events_in_window": partial.events_in_window,
-        "files_read": partial.files_read,
-        "detail": "; ".join(f"{count:,} skipped: {reason}" for reason, count in sorted(partial.skipped.items())),
-    }
-    extra_gaps = (
-        [{"provider": "gcp", "account": project, "severity": "error", **g} for g in partial.gaps]
-        + [
-            {"provider": "gcp", "account": project, "scope": "window", "reason": n, "severity": "warning", "count": 1}
-            for n in notes
-        ]
-        + [
-            {"provider": "gcp", "account": project, "count": 1, "severity": "warning", **g}
-            for g in (source.manifest or {}).get("gaps", [])
-        ]
-    )
-    unmapped = [
-        {"provider": "gcp", "account": p, "identity": i, "event": e, "calls": n, "reason": r}
-        for (p, i, e, r), n in sorted(partial.unmapped.items())
-    ]
-    return model.AuditInput(
-        identities=_with_notes(grants.identities, partial),
-        grants=grants.grants,
-        usage=usage,
-        unmapped=model.frame(unmapped, model.UNMAPPED),
-        observability=model.frame(observability, model.OBSERVABILITY),
-        coverage=model.frame([coverage], model.COVERAGE),
-        gaps=pl.concat([grants.gaps, model.frame(role_gaps, model.GAPS), model.frame(extra_gaps, model.GAPS)]),
-        catalogs={"gcp": catalog},
-        window=model.Window(parse_iso(start), parse_iso(end)),
-        sources=tuple(
-            str(p)
-            for p in (
-                *source.policy_files,
-                *source.role_paths,
-                *source.log_paths,
-                *source.aggregate_files,
-                *source.insight_files,
-            )
-        ),
-    )
+    return chains

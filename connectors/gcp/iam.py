@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import yaml
 
 from auditor import model
+from auditor.connectors.base import GrantSet
 from auditor.connectors.gcp.rules import GcpRules
 from auditor.errors import InputError
 from auditor.jsonio import load_json
@@ -35,6 +35,7 @@ class RoleDefinition:
     title: str
     stage: str
     permissions: tuple[str, ...]
+    etag: str | None = None
 
 
 def _role_entries(doc: Any) -> list[Any]:
@@ -68,6 +69,7 @@ def load_roles(paths: Sequence[Path]) -> tuple[dict[str, RoleDefinition], list[d
                 str(entry.get("title", "")),
                 str(entry.get("stage", "")),
                 tuple(sorted({p for p in permissions if isinstance(p, str)})),
+                entry.get("etag") if isinstance(entry.get("etag"), str) else None,
             )
     return roles, gaps
 
@@ -199,17 +201,6 @@ class _Identity:
     account: str
     member: str
     statements: list[dict[str, Any]] = field(default_factory=list)
-    etags: dict[str, str] = field(default_factory=dict)
-    sole_member: list[str] = field(default_factory=list)
-
-
-@dataclass
-class GcpGrants:
-    """Identities, grants and gaps of one snapshot's policies."""
-
-    identities: pl.DataFrame
-    grants: pl.DataFrame
-    gaps: pl.DataFrame
 
 
 def build_grants(
@@ -219,7 +210,7 @@ def build_grants(
     service_accounts: Mapping[str, Mapping[str, Any]],
     selector: AgentSelector,
     rules: GcpRules,
-) -> GcpGrants:
+) -> GrantSet:
     """One GRANTS row per (binding, caller member); ancestors' bindings attributed to where they are."""
     found: dict[str, _Identity] = {}
     gaps: list[dict[str, Any]] = []
@@ -238,10 +229,6 @@ def build_grants(
                     _Identity(principal, project_of_resource(policy.resource, project), member),
                 )
                 statement_id = f"{policy.resource}#/bindings/{binding.index}/members/{position}"
-                if policy.etag:
-                    entry.etags[policy.resource] = policy.etag
-                if len(binding.members) == 1:
-                    entry.sole_member.append(statement_id)
                 where = " (inherited)" if policy.level in ("folders", "organizations") else ""
                 entry.statements.append(
                     {
@@ -258,6 +245,9 @@ def build_grants(
                         "condition": json.dumps(binding.condition, sort_keys=True) if binding.condition else None,
                         "source": f"{binding.role} on {policy.resource}{where}",
                         "source_kind": "admin-role" if binding.role in rules.admin_roles else "binding",
+                        "policy": binding.role,
+                        "scope": policy.resource,
+                        "member": member,
                     }
                 )
     for role_name, resources in sorted(missing_roles.items()):
@@ -269,24 +259,32 @@ def build_grants(
                 f"are not counted (export it: gcloud iam roles describe {role_name} --format=json)",
             )
         )
-    identities = []
-    for entry in found.values():
-        identities.append(_identity_row(entry, service_accounts.get(entry.principal.identity), selector, rules))
-        if entry.principal.kind == "deleted_service_account":
-            roles_held = sorted({s["source"] for s in entry.statements})
-            gaps.append(
-                _gap(
-                    entry.account,
-                    entry.member,
-                    f"deleted service account still bound: {', '.join(roles_held)} (remove the bindings)",
-                    "warning",
-                )
-            )
-    return GcpGrants(
-        model.frame(identities, model.IDENTITIES),
-        model.frame([s for e in found.values() for s in e.statements], model.GRANTS),
-        model.frame(gaps, model.GAPS),
+    identities = [_identity_row(e, service_accounts.get(e.principal.identity), selector, rules) for e in found.values()]
+    return GrantSet(
+        identities=model.frame(identities, model.IDENTITIES),
+        grants=model.frame([s for e in found.values() for s in e.statements], model.GRANTS),
+        managed=model.frame(_custom_roles(roles), model.MANAGED),
+        gaps=model.frame(gaps, model.GAPS),
     )
+
+
+def _custom_roles(roles: Mapping[str, RoleDefinition]) -> list[dict[str, Any]]:
+    """Project and organization custom roles of the snapshot (a monthly re-run updates them)."""
+    rows = []
+    for name in sorted(roles):
+        parts = name.split("/")
+        if len(parts) == 4 and parts[0] in ("projects", "organizations") and parts[2] == "roles":
+            rows.append(
+                {
+                    "provider": "gcp",
+                    "account": parts[1],
+                    "kind": "role",
+                    "name": parts[3],
+                    "id": name,
+                    "etag": roles[name].etag,
+                }
+            )
+    return rows
 
 
 def _identity_row(
@@ -295,33 +293,31 @@ def _identity_row(
     principal = entry.principal
     labels = service_account_labels(account) if account else {}
     if principal.kind == "deleted_service_account":
-        reason, excluded = "deleted service account: reported, not audited", True
+        held = ", ".join(sorted({s["source"] for s in entry.statements}))
+        reason, excluded = f"deleted service account still bound ({held}): remove the bindings", True
     elif principal.kind == "service_account" and rules.is_service_agent(principal.identity):
         reason, excluded = "Google-managed service agent: reported, not audited", True
     else:
         reason, excluded = selector.reason(principal.identity, principal.identity, labels), False
-    notes = []
-    if account and account.get("disabled"):
-        notes.append("the service account is disabled")
-    attributes = {
-        "member": entry.member,
-        "labels": labels,
-        "description": (account or {}).get("description"),
-        "policy_etags": entry.etags,
-        "sole_member": entry.sole_member,
-        "notes": notes,
-    }
+    disabled = bool(account and account.get("disabled"))
+    description = (account or {}).get("description")
     return {
         "provider": "gcp",
         "account": entry.account,
         "identity": principal.identity,
         "name": principal.identity,
         "kind": principal.kind,
+        "path": None,
         "is_agent": reason is not None and not excluded,
         "selected_by": reason,
         "created": None,
         "last_used": None,
-        "attributes": json.dumps(attributes, sort_keys=True),
+        "tags": [{"key": k, "value": v} for k, v in sorted(labels.items())],
+        "service_linked": excluded and principal.kind == "service_account",
+        "disabled": disabled,
+        "member": entry.member,
+        "notes": ["the service account is disabled"] if disabled else [],
+        "attributes": json.dumps({"description": description}, sort_keys=True) if description else None,
     }
 
 

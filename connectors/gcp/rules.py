@@ -4,14 +4,12 @@ service that logs it, service agents and admin roles. Google's IAM API exposes n
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from auditor.errors import RuleError
 from auditor.matching import any_glob_regex
-from auditor.ruleset_files import layers
+from auditor.ruleset import Rules
 
 LOG_TYPES = ("ADMIN_READ", "DATA_READ", "DATA_WRITE")  # the configurable (Data Access) types
 ALWAYS_ON = "ADMIN_WRITE"  # Admin Activity logs: always written, cannot be disabled
@@ -54,7 +52,11 @@ class GcpRules:
     _level_cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def load(cls, dirs: Sequence[Path]) -> GcpRules:
+    def of(cls, rules: Rules) -> GcpRules:
+        return rules.view("gcp.permissions", cls._build)
+
+    @classmethod
+    def _build(cls, rules: Rules) -> GcpRules:
         levels: dict[str, list[str]] = {}
         admin_read: list[str] = []
         explicit: dict[str, str] = {}
@@ -63,7 +65,7 @@ class GcpRules:
         always: set[str] = set()
         never: list[tuple[tuple[str, ...], str]] = []
         not_in_project: list[str] = []
-        for path, doc in layers(dirs, "gcp/permissions.yaml"):
+        for path, doc in rules.layers("gcp/permissions.yaml"):
             for level, verbs in _mapping(doc.get("access_levels"), f"{path} access_levels").items():
                 levels.setdefault(str(level), []).extend(_strings(verbs, f"{path} access_levels.{level}"))
             log_types = _mapping(doc.get("log_types"), f"{path} log_types")
@@ -86,7 +88,7 @@ class GcpRules:
             not_in_project += _strings(doc.get("not_in_project_roles"), f"{path} not_in_project_roles")
         agents: list[re.Pattern[str]] = []
         admin_roles: set[str] = set()
-        for path, doc in layers(dirs, "gcp/principals.yaml"):
+        for path, doc in rules.layers("gcp/principals.yaml"):
             for pattern in _strings(doc.get("service_agents"), f"{path} service_agents"):
                 try:
                     agents.append(re.compile(pattern))

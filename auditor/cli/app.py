@@ -1,0 +1,114 @@
+"""The ``auditor`` command: thin adapters over the library; every error is one line.
+
+The ``audit`` command is assembled from the shared options (:mod:`auditor.cli.audit`) and those of
+every provider module in this package (a module with ``PROVIDER``, ``AUDIT_OPTIONS``, ``sources``
+and ``register``), so a new cloud adds one module here and changes no command.
+
+Exit codes: 0 clean, 1 findings at or above ``--fail-on``, 2 bad input or usage, 3 internal error,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated
+
+import typer
+
+from auditor import __version__
+from auditor.cli import audit as audit_command
+from auditor.cli.options import command
+from auditor.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, AuditorError
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Permission scope auditor for AI-agent identities: granted vs used, least-privilege policies, blocklists.",
+)
+collect_app = typer.Typer(
+    no_args_is_help=True,
+    help="Collect a snapshot straight from a cloud's APIs; audit it later with `auditor audit --aws-dir DIR`.",
+)
+app.add_typer(collect_app, name="collect")
+
+
+def provider_modules() -> list[ModuleType]:
+    """Every provider module of this package, in name order."""
+    names = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])]
+    modules = [importlib.import_module(f"auditor.cli.{name}") for name in names]
+    return [m for m in modules if hasattr(m, "PROVIDER")]
+
+
+PROVIDERS = provider_modules()
+for _module in PROVIDERS:
+    _module.register(app, collect_app)
+
+app.command("audit")(
+    command(
+        [*(o for m in PROVIDERS for o in m.AUDIT_OPTIONS), *audit_command.COMMON_OPTIONS],
+        lambda values: audit_command.run(values, PROVIDERS),
+        "Audit agent identities: findings, least-privilege policies, blocklist and report in --out.",
+    )
+)
+
+
+@app.command("rules")
+def rules_check(
+    rules: Annotated[
+        list[Path], typer.Option(help="Extra rules folder to validate with the shipped ones.", metavar="DIR")
+    ] = [],  # noqa: B006
+) -> None:
+    """Validate the rules (shipped + --rules) and list them."""
+    from auditor import ruleset as rule_files
+    from auditor.catalog import aws_catalog
+    from auditor.connectors.aws.actions import EventActionMapper
+    from auditor.connectors.aws.coverage import ObservabilityRules
+    from auditor.connectors.gcp.rules import GcpRules
+    from auditor.narrowing import NarrowingRules
+
+    ruleset = rule_files.load(rules)
+    EventActionMapper.from_rules(ruleset, aws_catalog())
+    ObservabilityRules.of(ruleset)
+    NarrowingRules.of(ruleset)
+    GcpRules.of(ruleset)
+    typer.echo(f"{len(ruleset.destructive)} destructive rules, {len(ruleset.escalation)} escalation methods from:")
+    for path in ruleset.sources:
+        typer.echo(f"  {path}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version and the catalog versions."""
+    from auditor.catalog import aws_catalog
+
+    typer.echo(f"auditor {__version__}; AWS catalog {aws_catalog().version} ({len(aws_catalog()):,} actions)")
+
+
+def main() -> None:
+    """Entry point: one line on stderr for every error, never a traceback (AUDITOR_DEBUG=1 shows it).
+
+    Usage errors are Typer's own (exit 2); SystemExit from Typer passes through untouched.
+    """
+    try:
+        app()
+    except AuditorError as exc:
+        typer.echo(f"auditor: error: {exc.one_line()}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        typer.echo("auditor: interrupted; no output was changed", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug: still one line, with a way to see more
+        if os.environ.get("AUDITOR_DEBUG"):
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        typer.echo(
+            f"auditor: internal error: {type(exc).__name__}: {message} (rerun with AUDITOR_DEBUG=1 for details)",
+            err=True,
+        )
+        sys.exit(EXIT_INTERNAL)

@@ -1,0 +1,136 @@
+"""``auditor audit``: the options every source shares, and the command body.
+
+The body asks each provider's CLI module for its sources, then makes the one library call
+(:func:`auditor.audit.run_audit`) and writes the outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import typer
+
+from auditor import ruleset as rule_files
+from auditor.cli.options import FailOn, Option, parse_until, tty_progress
+from auditor.errors import EXIT_FINDINGS
+from auditor.selection import AgentSelector
+
+COMMON_OPTIONS = [
+    Option("days", Annotated[int, typer.Option(min=1, max=400, help="Window length in days.")], 30),
+    Option(
+        "until",
+        Annotated[
+            str | None,
+            typer.Option(
+                help="Window end (ISO-8601). Default: per cloud, the newest event no later than the collection "
+                "time (or now)."
+            ),
+        ],
+        None,
+    ),
+    Option(
+        "agent_tag", Annotated[str, typer.Option(help="Tag key marking agent identities ('' to disable).")], "agent"
+    ),
+    Option(
+        "agent",
+        Annotated[list[str], typer.Option(help="Agent identity name or ARN glob (repeatable).", metavar="GLOB")],
+        [],
+    ),
+    Option(
+        "agents_file",
+        Annotated[Path | None, typer.Option(help="File listing agent names or ARNs, one per line.")],
+        None,
+    ),
+    Option("all_identities", Annotated[bool, typer.Option(help="Audit every identity, not only agents.")], False),
+    Option(
+        "rules",
+        Annotated[
+            list[Path],
+            typer.Option(help="Extra rules folder (extends/overrides the shipped rules/).", metavar="DIR"),
+        ],
+        [],
+    ),
+    Option("out", Annotated[Path, typer.Option(help="Output folder (published as one set).")], Path("out")),
+    Option(
+        "fail_on",
+        Annotated[FailOn, typer.Option(help="Exit 1 when a finding at or above this severity exists.")],
+        FailOn.none,
+    ),
+    Option(
+        "strict",
+        Annotated[bool, typer.Option(help="Make every input problem the report would list fatal (exit 2).")],
+        False,
+    ),
+    Option(
+        "drop_unobservable",
+        Annotated[
+            bool,
+            typer.Option(help="Leave unobservable permissions out of the generated policies (default: keep, listed)."),
+        ],
+        False,
+    ),
+    Option(
+        "workers", Annotated[int | None, typer.Option(min=1, help="Parallel log readers (default: CPU count).")], None
+    ),
+    Option(
+        "max_file_mib",
+        Annotated[
+            int,
+            typer.Option(min=1, help="Largest log file read, in MiB once decompressed; larger ones are listed."),
+        ],
+        1024,
+    ),
+    Option("quiet", Annotated[bool, typer.Option("--quiet", "-q", help="No summary table on stdout.")], False),
+]
+
+
+@dataclass(frozen=True)
+class Common:
+    """The shared options, parsed: what provider modules may use to build their sources."""
+
+    days: int
+    until: datetime | None
+    selector: AgentSelector
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any]) -> Common:
+        selector = AgentSelector.from_options(
+            values["agent_tag"], values["agent"], values["agents_file"], values["all_identities"]
+        )
+        return cls(values["days"], parse_until(values["until"]), selector)
+
+
+def run(values: Mapping[str, Any], providers: Sequence[ModuleType]) -> None:
+    """Audit agent identities: findings, least-privilege policies, blocklist and report in --out."""
+    from auditor.audit import AuditConfig, run_audit
+    from auditor.emit.report_md import terminal_summary
+    from auditor.emit.write import write_outputs
+
+    common = Common.parse(values)
+    progress = tty_progress()
+    sources = [source for module in providers for source in module.sources(values, common, progress)]
+    config = AuditConfig(
+        sources=tuple(sources),
+        days=common.days,
+        until=common.until,
+        selector=common.selector,
+        rules=rule_files.load(values["rules"]),
+        strict=values["strict"],
+        drop_unobservable=values["drop_unobservable"],
+        workers=values["workers"],
+        max_file_bytes=values["max_file_mib"] << 20,
+    )
+    result = run_audit(config, progress)
+    out: Path = values["out"]
+    document = write_outputs(result, out)
+    if not values["quiet"]:
+        typer.echo(terminal_summary(document, str(out)))
+    fail_on: FailOn = values["fail_on"]
+    if fail_on is not FailOn.none and not result.findings_at_or_above(fail_on.value).is_empty():
+        typer.echo(f"auditor: findings at or above {fail_on.value}: failing (--fail-on {fail_on.value})", err=True)
+        raise typer.Exit(EXIT_FINDINGS)

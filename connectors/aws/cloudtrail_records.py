@@ -1,0 +1,570 @@
+"""CloudTrail records out of any file a trail, an export or a query leaves behind (no file I/O here).
+
+Shapes read, told apart by content, never by file name:
+
+- the S3 delivery layout ``{"Records": [...]}``: one typed msgspec decode of the whole file, the fast
+  path; every other shape is tried only when that decode fails or finds no ``Records``;
+- a JSON array of records, one record alone, newline-delimited or concatenated records;
+- EventBridge events (``detail-type: AWS API Call via CloudTrail``, the record under ``detail``),
+  one, an array or newline-delimited; events of other detail types are ignored;
+- ``aws cloudtrail lookup-events`` output (``{"Events": [{"CloudTrailEvent": "<json>"}]}``), an array
+  of its items or one item per line;
+- CloudTrail Lake ``get-query-results`` output (``QueryResultRows``, one single-key object per
+  column; the usual columns map back to record fields);
+- CloudWatch Logs subscription batches (``logEvents[].message``, what Firehose delivers to S3);
+- SIEM and pipeline exports: the record as a JSON string under ``message`` or ``_raw``, Splunk's
+  ``{"result": {"_raw": ...}}``, ECS ``event.original``, Logstash records whose ``eventTime`` became
+  ``@timestamp``.
+
+A record that cannot be used (malformed JSON, nested too deeply to decode, mis-typed fields, an
+impossible ``eventTime``) goes to ``sink.bad_record`` and the rest of the file is read; a file that is
+not CloudTrail at all raises ``ValueError`` with a one-line reason. Every returned event has a
+canonical ``eventTime`` (``YYYY-MM-DDTHH:MM:SSZ``) and non-empty ``eventSource`` and ``eventName``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+import orjson
+
+from auditor import fileio
+from auditor.timefmt import event_time
+
+#: How many envelopes (a string inside a ``message`` inside a ``result``...) are unwrapped.
+MAX_WRAPPING = 6
+_OPEN_OBJECT, _OPEN_ARRAY, _QUOTE = 0x7B, 0x5B, 0x22
+_HEAD_MARKERS = re.compile(
+    rb'[Ee]ventSource\\*"\s*:\s*\\*"[a-z0-9.-]+\.amazonaws\.com'
+    rb'|"CloudTrailEvent"\s*:|"QueryResultRows"\s*:|"detail-type"\s*:\s*"[^"]*CloudTrail'
+)
+
+
+_Handler = Callable[[bytes | memoryview, str, int], None]
+
+
+class Sink(Protocol):
+    """Where malformed records are reported (``ScanCounters`` is one)."""
+
+    def bad_record(self, origin: str, where: str, exc: Exception) -> None: ...
+
+
+class _SessionIssuer(msgspec.Struct):
+    arn: str | None = None
+
+
+class _SessionContext(msgspec.Struct):
+    sessionIssuer: _SessionIssuer | None = None
+
+
+class _UserIdentity(msgspec.Struct):
+    type: str | None = None
+    arn: str | None = None
+    accountId: str | None = None
+    invokedBy: str | None = None
+    sessionContext: _SessionContext | None = None
+
+
+class _Resource(msgspec.Struct):
+    ARN: str | None = None
+
+
+class Event(msgspec.Struct):
+    """The fields of a CloudTrail record the audit reads; everything else is skipped unparsed."""
+
+    eventTime: str = ""
+    eventSource: str = ""
+    eventName: str = ""
+    eventType: str | None = None
+    errorCode: str | None = None
+    readOnly: bool | str | None = None
+    recipientAccountId: str | None = None
+    sessionCredentialFromConsole: str | bool | None = None
+    userIdentity: _UserIdentity | None = None
+    resources: list[_Resource] | None = None
+    requestParameters: msgspec.Raw = msgspec.Raw(b"null")  # kept unparsed: decoded only when needed
+    eventID: str | None = None
+
+
+class _TrailFile(msgspec.Struct):
+    Records: list[Event] | None = None
+
+
+_ABSENT = msgspec.Raw(b"")
+
+
+class _Probe(msgspec.Struct):
+    """The keys that tell the shapes apart, values left unparsed (so this decode never mis-types);
+    an absent key is an empty ``Raw``."""
+
+    Records: msgspec.Raw = _ABSENT
+    Events: msgspec.Raw = _ABSENT
+    QueryResultRows: msgspec.Raw = _ABSENT
+    logEvents: msgspec.Raw = _ABSENT
+    messageType: msgspec.Raw = _ABSENT
+    CloudTrailEvent: msgspec.Raw = _ABSENT
+    detail: msgspec.Raw = _ABSENT
+    detail_type: msgspec.Raw = msgspec.field(default=_ABSENT, name="detail-type")
+    result: msgspec.Raw = _ABSENT
+    splunk_raw: msgspec.Raw = msgspec.field(default=_ABSENT, name="_raw")
+    eventSource: msgspec.Raw = _ABSENT
+    eventName: msgspec.Raw = _ABSENT
+    timestamp: msgspec.Raw = msgspec.field(default=_ABSENT, name="@timestamp")
+    message: msgspec.Raw = _ABSENT
+    event: msgspec.Raw = _ABSENT
+    source: msgspec.Raw = msgspec.field(default=_ABSENT, name="_source")
+    hits: msgspec.Raw = _ABSENT
+    preview: msgspec.Raw = _ABSENT
+    lastrow: msgspec.Raw = _ABSENT
+    digestStartTime: msgspec.Raw = _ABSENT
+
+
+class _EcsIssuer(msgspec.Struct):
+    arn: str | None = None
+
+
+class _EcsSession(msgspec.Struct):
+    session_issuer: _EcsIssuer | None = None
+
+
+class _EcsIdentity(msgspec.Struct):
+    type: str | None = None
+    arn: str | None = None
+    invoked_by: str | None = None
+    session_context: _EcsSession | None = None
+
+
+class _EcsFlattened(msgspec.Struct):
+    request_parameters: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _EcsTrail(msgspec.Struct):
+    """``aws.cloudtrail`` of an Elastic (ECS) document: the record's fields in snake case."""
+
+    event_type: str | None = None
+    error_code: str | None = None
+    read_only: bool | str | None = None
+    recipient_account_id: str | None = None
+    session_credential_from_console: str | bool | None = None
+    user_identity: _EcsIdentity | None = None
+    resources: list[_EcsIssuer] | None = None
+    flattened: _EcsFlattened | None = None
+
+
+class _EcsAws(msgspec.Struct):
+    cloudtrail: _EcsTrail | None = None
+
+
+class _EcsEvent(msgspec.Struct):
+    original: str | None = None
+    action: str | None = None
+    provider: str | None = None
+    id: str | None = None
+
+
+class _EcsDocument(msgspec.Struct):
+    """What Elastic indexes for a record: ``event.original`` holds the record when the integration
+    preserves it, else the record is rebuilt from ``@timestamp``, ``event.*`` and ``aws.cloudtrail.*``."""
+
+    timestamp: str = msgspec.field(default="", name="@timestamp")
+    event: _EcsEvent | None = None
+    aws: _EcsAws | None = None
+
+
+_TRAIL_FILE = msgspec.json.Decoder(_TrailFile)
+_EVENT = msgspec.json.Decoder(Event)
+_EVENTS = msgspec.json.Decoder(list[Event])
+_PROBE = msgspec.json.Decoder(_Probe)
+_RAWS = msgspec.json.Decoder(list[msgspec.Raw])
+_KEYS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_STRING = msgspec.json.Decoder(str)
+_ECS = msgspec.json.Decoder(_EcsDocument)
+_ROWS = msgspec.json.Decoder(list[list[dict[str, Any]]])
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+
+#: CloudTrail Lake column (lower-cased) -> record field, identity field, or the session issuer's ARN.
+_LAKE_FIELDS = {name.lower(): name for name in Event.__struct_fields__ if name not in ("userIdentity", "resources")}
+_LAKE_IDENTITY = {
+    "arn": "arn",
+    "useridentity.arn": "arn",
+    "accountid": "accountId",
+    "useridentity.accountid": "accountId",
+    "useridentity.type": "type",
+    "invokedby": "invokedBy",
+    "useridentity.invokedby": "invokedBy",
+}
+_LAKE_ISSUER = {"sessionissuer.arn", "useridentity.sessioncontext.sessionissuer.arn", "sessionissuerarn"}
+_IDENTITY_KEYS = {"type", "arn", "accountId", "invokedBy", "sessionContext", "sessionIssuer"}
+_IDENTITY_NAMES = {name.lower(): name for name in _IDENTITY_KEYS}
+
+
+def decode(raw: bytes, origin: str, sink: Sink) -> list[Event]:
+    """The usable CloudTrail records of one file's text; ``ValueError`` if it holds none at all."""
+    try:
+        records = _TRAIL_FILE.decode(raw).Records
+    except _DECODE_ERRORS:
+        records = None
+    if records is not None:
+        return _checked(
+            records, lambda index: f"Records[{index}]", lambda where, exc: sink.bad_record(origin, where, exc)
+        )
+    return _Reader(origin, sink).read(raw)
+
+
+def looks_like_cloudtrail(path: Path) -> bool:
+    """Whether a file holds CloudTrail records, judged from the head of its text only (a gzip head is
+    inflated): digest files, S3 event notifications and snapshot metadata are not. ``InputError``
+    for a path that cannot be read."""
+    return is_cloudtrail_head(fileio.read_head(path))
+
+
+def is_cloudtrail_head(head: bytes) -> bool:
+    """Whether the start of a text shows a CloudTrail record or a shape that carries them."""
+    return fileio.first_byte(head) in (_OPEN_OBJECT, _OPEN_ARRAY) and _HEAD_MARKERS.search(head) is not None
+
+
+def _problem(event: Event) -> Exception | None:
+    """Why ``event`` cannot be used (None if it can); makes its ``eventTime`` canonical."""
+    when = event_time(event.eventTime)
+    if when is None:
+        return ValueError(
+            f"impossible or unreadable eventTime {event.eventTime!r}" if event.eventTime else "no eventTime"
+        )
+    if not event.eventSource or not event.eventName:
+        return ValueError("no eventSource or eventName: not a CloudTrail record")
+    event.eventTime = when
+    return None
+
+
+def _checked(events: list[Event], where: Callable[[int], str], bad: Callable[[str, Exception], None]) -> list[Event]:
+    """``events`` without the unusable ones, each reported through ``bad``."""
+    kept: list[Event] | None = None
+    for index, event in enumerate(events):
+        problem = _problem(event)
+        if problem is None:
+            if kept is not None:
+                kept.append(event)
+            continue
+        if kept is None:
+            kept = events[:index]
+        bad(where(index), problem)
+    return events if kept is None else kept
+
+
+def _at(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _reason(exc: Exception) -> Exception:
+    if isinstance(exc, RecursionError):
+        return ValueError("JSON nested too deeply to decode")
+    return exc
+
+
+class _Reader:
+    """The slow path: finds the records in any supported shape, value by value."""
+
+    def __init__(self, origin: str, sink: Sink) -> None:
+        self.origin = origin
+        self.sink = sink
+        self.events: list[Event] = []
+        self.recognized = False
+        self.pending: list[tuple[str, Exception]] = []  # problems met before the file was known as CloudTrail
+
+    # -- outcome
+
+    def bad(self, where: str, exc: Exception) -> None:
+        if self.recognized:
+            self.sink.bad_record(self.origin, where, _reason(exc))
+        else:
+            self.pending.append((where, _reason(exc)))
+
+    def recognize(self) -> None:
+        if not self.recognized:
+            self.recognized = True
+            for where, exc in self.pending:
+                self.sink.bad_record(self.origin, where, exc)
+            self.pending.clear()
+
+    def add(self, events: list[Event], where: Callable[[int], str]) -> None:
+        self.recognize()
+        self.events += _checked(events, where, self.bad)
+
+    def read(self, raw: bytes) -> list[Event]:
+        text = raw.removeprefix(fileio.UTF8_BOM)
+        if fileio.first_byte(text) < 0:
+            return []
+        if fileio.is_complete(text) or not self.lines(text):
+            self.value(text, "", 0)
+        if not self.recognized:
+            where, exc = self.pending[0] if self.pending else ("", ValueError("no CloudTrail records found"))
+            raise ValueError(f"not a CloudTrail log ({f'{where}: {exc}' if where else exc})")
+        return self.events
+
+    # -- text level
+
+    def lines(self, text: bytes) -> bool:
+        """Reads a text of several values (False if it is one value, maybe truncated or too deep)."""
+        joined = b"[" + re.sub(rb"\s*\n\s*", b",", text.strip()) + b"]"
+        try:
+            events = _EVENTS.decode(joined)
+        except _DECODE_ERRORS:
+            events = None
+        if events is not None and _all_records(events):
+            self.add(events, lambda index: f"record {index + 1}")
+            return True
+        values = list(fileio.json_values(text))
+        if len(values) == 1:
+            return False
+        for line, value, ended in values:
+            if ended:
+                self.value(value, f"line {line}", 0)
+            else:
+                self.truncated(bytes(value), f"line {line}", ValueError("the text ends inside this value"))
+        return True
+
+    def truncated(self, text: bytes, where: str, exc: Exception) -> None:
+        """A container the text ends inside, or one too deep to decode (``exc``): its items, as far as
+        they can be found; anything else is one bad record."""
+        first = fileio.first_byte(text)
+        start = len(text) - len(text.lstrip())
+        if first == _OPEN_ARRAY:
+            return self.items(fileio.array_items(text, start), where, self.value)
+        if first == _OPEN_OBJECT:
+            handlers = {
+                "Records": self.value,
+                "Events": self.value,
+                "logEvents": self.value,
+                "QueryResultRows": self.lake_row_text,
+            }
+            for key, value_start in fileio.object_members(text, start):
+                if key in handlers and text[value_start : value_start + 1] == b"[":
+                    self.recognize()
+                    return self.items(fileio.array_items(text, value_start), _at(where, key), handlers[key])
+        return self.bad(where, exc)
+
+    def items(self, items: Iterable[tuple[int, memoryview | None]], where: str, handle: _Handler) -> None:
+        for index, item in items:
+            if item is None:
+                self.bad(f"{where}[{index}]", ValueError("the text ends before this item does"))
+            else:
+                handle(item, f"{where}[{index}]", 0)
+
+    # -- value level
+
+    def value(self, value: bytes | memoryview | msgspec.Raw, where: str, depth: int) -> None:
+        if isinstance(value, msgspec.Raw):
+            value = memoryview(value)
+        first = fileio.first_byte(value)
+        if depth > MAX_WRAPPING:
+            self.bad(where, ValueError("wrapped in too many envelopes"))
+        elif first == _OPEN_OBJECT:
+            self.object(value, where, depth)
+        elif first == _OPEN_ARRAY:
+            self.array(value, where, depth)
+        elif first == _QUOTE:
+            self.string(value, where, depth)
+        else:
+            self.bad(where, ValueError("not a JSON object"))
+
+    def string(self, value: bytes | memoryview, where: str, depth: int) -> None:
+        """A record, or a shape carrying them, serialised into a JSON string."""
+        try:
+            inner = _STRING.decode(value).encode()
+        except _DECODE_ERRORS as exc:
+            return self.bad(where, exc)
+        if fileio.first_byte(inner) not in (_OPEN_OBJECT, _OPEN_ARRAY):
+            return self.bad(where, ValueError("a string that is not JSON"))
+        self.value(inner, where, depth + 1)
+
+    def array(self, value: bytes | memoryview, where: str, depth: int) -> None:
+        try:
+            events = _EVENTS.decode(value)
+        except _DECODE_ERRORS:
+            events = None
+        if events is not None and _all_records(events):
+            return self.add(events, lambda index: f"{where or 'record'}[{index}]")
+        try:
+            items = _RAWS.decode(value)
+        except _DECODE_ERRORS:
+            return self.truncated(bytes(value), where, ValueError("truncated or nested too deeply"))
+        if not items:
+            return self.recognize()  # an empty export
+        label = where or "record"
+        for index, item in enumerate(items):
+            self.value(item, f"{label}[{index}]", depth)
+
+    def object(self, value: bytes | memoryview, where: str, depth: int) -> None:
+        try:
+            probe = _PROBE.decode(value)
+        except _DECODE_ERRORS as exc:
+            return self.truncated(bytes(value), where, exc)
+        for key in ("Records", "Events", "logEvents"):
+            items = getattr(probe, key)
+            if items:
+                if key != "logEvents" or b"CONTROL" not in bytes(probe.messageType):
+                    self.recognize()
+                    self.value(items, _at(where, key), depth + 1)
+                return None
+        if probe.QueryResultRows:
+            return self.lake_rows(probe.QueryResultRows, _at(where, "QueryResultRows"))
+        if probe.CloudTrailEvent:
+            self.recognize()
+            return self.value(probe.CloudTrailEvent, _at(where, "CloudTrailEvent"), depth + 1)
+        if probe.detail and probe.detail_type:
+            if b"CloudTrail" in bytes(probe.detail_type):  # other EventBridge events are not records
+                self.recognize()
+                self.value(probe.detail, _at(where, "detail"), depth + 1)
+            return None
+        for key, inner in (("result", probe.result), ("_raw", probe.splunk_raw)):
+            if inner:
+                return self.value(inner, _at(where, key), depth + 1)
+        if probe.eventSource or probe.eventName:
+            return self.record(value, where, probe)
+        return self.envelope(value, probe, where, depth)
+
+    def envelope(self, value: bytes | memoryview, probe: _Probe, where: str, depth: int) -> None:
+        """The rarer wrappers, metadata lines to pass over, and what is not CloudTrail."""
+        if probe.message:
+            return self.value(probe.message, _at(where, "message"), depth + 1)
+        if probe.event:
+            return self.ecs(value, where, depth)
+        for key, inner in (("_source", probe.source), ("hits", probe.hits)):  # Elasticsearch exports
+            if inner:
+                return self.value(inner, _at(where, key), depth + 1)
+        if probe.preview or probe.lastrow:
+            return None  # a Splunk export's progress line
+        if probe.digestStartTime:
+            return self.bad(where, ValueError("a CloudTrail digest file, not events"))
+        keys = ", ".join(sorted(_KEYS.decode(value))[:8])
+        return self.bad(where, ValueError(f"not a CloudTrail record (keys: {keys})"))
+
+    def ecs(self, value: bytes | memoryview, where: str, depth: int) -> None:
+        try:
+            document = _ECS.decode(value)
+        except _DECODE_ERRORS as exc:
+            return self.bad(where, exc)
+        if document.event is not None and document.event.original:
+            return self.value(document.event.original.encode(), _at(where, "event.original"), depth + 1)
+        event = _from_ecs(document)
+        if event is None:
+            return self.bad(where, ValueError("an Elastic document without a CloudTrail record"))
+        return self.add([event], lambda _: where)
+
+    def record(self, value: bytes | memoryview, where: str, probe: _Probe) -> None:
+        self.recognize()
+        try:
+            event = _EVENT.decode(value)
+        except _DECODE_ERRORS as exc:
+            return self.bad(where, exc)
+        if not event.eventTime and probe.timestamp:  # Logstash moves eventTime to @timestamp
+            with contextlib.suppress(*_DECODE_ERRORS):
+                event.eventTime = _STRING.decode(probe.timestamp)
+        return self.add([event], lambda _: where)
+
+    # -- CloudTrail Lake
+
+    def lake_rows(self, rows_value: msgspec.Raw, where: str) -> None:
+        self.recognize()
+        try:
+            rows = _ROWS.decode(rows_value)
+        except _DECODE_ERRORS as exc:
+            return self.truncated(bytes(rows_value), where, exc)
+        for index, row in enumerate(rows):
+            self.lake_row(row, f"{where}[{index}]")
+        return None
+
+    def lake_row_text(self, value: bytes | memoryview, where: str, _depth: int = 0) -> None:
+        try:
+            row = msgspec.json.decode(value, type=list[dict[str, Any]])
+        except _DECODE_ERRORS as exc:
+            return self.bad(where, exc)
+        return self.lake_row(row, where)
+
+    def lake_row(self, row: list[dict[str, Any]], where: str) -> None:
+        try:
+            event = _EVENT.decode(msgspec.json.encode(_lake_record(row)))
+        except _DECODE_ERRORS as exc:
+            return self.bad(where, exc)
+        if not (event.eventTime and event.eventSource and event.eventName):
+            return self.bad(where, ValueError("a CloudTrail Lake row needs eventTime, eventSource and eventName"))
+        return self.add([event], lambda _: where)
+
+
+def _all_records(events: list[Event]) -> bool:
+    """Whether a typed decode found records (not envelopes, whose fields all stay empty)."""
+    return bool(events) and all(event.eventTime and event.eventSource and event.eventName for event in events)
+
+
+def _from_ecs(document: _EcsDocument) -> Event | None:
+    """The record an Elastic document was made from, as far as its ECS fields keep it."""
+    trail = document.aws.cloudtrail if document.aws is not None else None
+    if document.event is None or trail is None:
+        return None
+    user = trail.user_identity
+    issuer = user.session_context.session_issuer if user is not None and user.session_context else None
+    return Event(
+        eventTime=document.timestamp,
+        eventSource=document.event.provider or "",
+        eventName=document.event.action or "",
+        eventType=trail.event_type,
+        errorCode=trail.error_code,
+        readOnly=trail.read_only,
+        recipientAccountId=trail.recipient_account_id,
+        sessionCredentialFromConsole=trail.session_credential_from_console,
+        userIdentity=None
+        if user is None
+        else _UserIdentity(
+            type=user.type,
+            arn=user.arn,
+            invokedBy=user.invoked_by,
+            sessionContext=_SessionContext(_SessionIssuer(issuer.arn)) if issuer is not None else None,
+        ),
+        resources=[_Resource(ARN=resource.arn) for resource in trail.resources] if trail.resources else None,
+        requestParameters=trail.flattened.request_parameters if trail.flattened else msgspec.Raw(b"null"),
+        eventID=document.event.id,
+    )
+
+
+def _lake_record(row: list[dict[str, Any]]) -> dict[str, Any]:
+    """A CloudTrail Lake result row (one single-key object per column) as record fields."""
+    record: dict[str, Any] = {}
+    identity: dict[str, Any] = {}
+    for column in row:
+        for name, value in column.items():
+            key = name.lower()
+            if key in _LAKE_FIELDS:
+                record[_LAKE_FIELDS[key]] = value
+            elif key in _LAKE_IDENTITY:
+                identity[_LAKE_IDENTITY[key]] = value
+            elif key in _LAKE_ISSUER:
+                identity["sessionContext"] = {"sessionIssuer": {"arn": value}}
+            elif key == "useridentity":
+                identity = {**_as_object(value), **identity}
+    if identity:
+        record["userIdentity"] = _recase(identity)
+    if "requestParameters" in record:
+        record["requestParameters"] = _as_object(record["requestParameters"]) or None
+    return record
+
+
+def _as_object(value: Any) -> dict[str, Any]:
+    """A column holding a JSON object, or its JSON text; anything else (Trino map text) is dropped."""
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _recase(value: Any) -> Any:
+    """Lake lower-cases struct keys (``accountid``); give the identity fields their record names."""
+    if isinstance(value, dict):
+        return {_IDENTITY_NAMES.get(key.lower(), key): _recase(item) for key, item in value.items()}
+    return value

@@ -1,0 +1,351 @@
+"""Cloud Audit Log entries out of any file an export or a sink leaves behind (no file I/O here).
+
+Shapes read, told apart by content: ``gcloud logging read --format=json`` arrays, the REST
+``entries.list`` page (``{"entries": [...]}``), newline-delimited sink files, one entry alone, and
+Pub/Sub wrappers (a push or pull message whose ``data`` is the base64 entry, or a forwarder's
+``{"data": {...}}`` / ``{"message": "<json>"}``). A typed msgspec decode of the whole file comes first;
+the value-by-value reading only when it fails.
+
+An entry that cannot be used (malformed JSON, nested too deeply to decode, mis-typed fields, an
+impossible ``timestamp``) goes to ``sink.bad_record`` and the rest of the file is read; a file that is
+not Cloud Logging at all raises ``ValueError``. Every returned entry has a canonical ``timestamp``
+(``YYYY-MM-DDTHH:MM:SSZ``; ``receiveTimestamp`` when ``timestamp`` is missing).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+
+from auditor import fileio
+from auditor.timefmt import event_time
+
+MAX_WRAPPING = 6
+_OPEN_OBJECT, _OPEN_ARRAY, _QUOTE = 0x7B, 0x5B, 0x22
+_HEAD_MARKERS = re.compile(rb'\\*"(?:logName|protoPayload)\\*"\s*:')
+_ABSENT = msgspec.Raw(b"")
+
+
+class Sink(Protocol):
+    """Where malformed entries are reported (``ScanCounters`` is one)."""
+
+    def bad_record(self, origin: str, where: str, exc: Exception) -> None: ...
+
+
+# gc=False: decoded entries are trees (no reference cycles), so the cyclic garbage collector need not
+# track millions of them; this halves the decode time of a large file.
+class _Principal(msgspec.Struct, gc=False):
+    principalEmail: str | None = None
+    principalSubject: str | None = None
+
+
+class _Delegation(msgspec.Struct, gc=False):
+    firstPartyPrincipal: _Principal | None = None
+    thirdPartyPrincipal: dict[str, Any] | None = None
+
+
+class _AuthN(msgspec.Struct, gc=False):
+    principalEmail: str | None = None
+    principalSubject: str | None = None
+    serviceAccountDelegationInfo: list[_Delegation] | None = None
+
+
+class _ResourceAttributes(msgspec.Struct, gc=False):
+    name: str | None = None
+
+
+class _AuthZ(msgspec.Struct, gc=False):
+    permission: str | None = None
+    granted: bool | None = None
+    resource: str | None = None
+    resourceAttributes: _ResourceAttributes | None = None
+
+
+class _AuditConfigDelta(msgspec.Struct, gc=False):
+    action: str | None = None
+    service: str | None = None
+    logType: str | None = None
+
+
+class _PolicyDelta(msgspec.Struct, gc=False):
+    auditConfigDeltas: list[_AuditConfigDelta] | None = None
+
+
+class _ServiceData(msgspec.Struct, gc=False):
+    policyDelta: _PolicyDelta | None = None
+
+
+class _Payload(msgspec.Struct, gc=False):
+    serviceName: str | None = None
+    methodName: str | None = None
+    authenticationInfo: _AuthN | None = None
+    authorizationInfo: list[_AuthZ] | None = None
+    serviceData: _ServiceData | None = None
+
+
+class _Resource(msgspec.Struct, gc=False):
+    labels: dict[str, str] | None = None
+
+
+class Entry(msgspec.Struct, gc=False):
+    """The fields of a LogEntry the audit reads; everything else is skipped unparsed."""
+
+    timestamp: str = ""
+    logName: str = ""
+    protoPayload: _Payload | None = None
+    resource: _Resource | None = None
+    insertId: str | None = None
+
+
+class _Page(msgspec.Struct, gc=False):
+    entries: list[Entry] | None = None
+
+
+class _Probe(msgspec.Struct):
+    """The keys that tell the shapes apart, values left unparsed; an absent key is an empty ``Raw``."""
+
+    entries: msgspec.Raw = _ABSENT
+    logName: msgspec.Raw = _ABSENT
+    protoPayload: msgspec.Raw = _ABSENT
+    insertId: msgspec.Raw = _ABSENT
+    receiveTimestamp: msgspec.Raw = _ABSENT
+    message: msgspec.Raw = _ABSENT
+    data: msgspec.Raw = _ABSENT
+
+
+_ENTRY = msgspec.json.Decoder(Entry)
+_ENTRIES = msgspec.json.Decoder(list[Entry])
+_PAGE = msgspec.json.Decoder(_Page)
+_PROBE = msgspec.json.Decoder(_Probe)
+_RAWS = msgspec.json.Decoder(list[msgspec.Raw])
+_KEYS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_STRING = msgspec.json.Decoder(str)
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+
+
+def decode(raw: bytes, origin: str, sink: Sink) -> list[Entry]:
+    """The usable log entries of one file's text; ``ValueError`` if it holds none at all."""
+    try:
+        first = fileio.first_byte(raw)
+        entries = _ENTRIES.decode(raw) if first == _OPEN_ARRAY else _PAGE.decode(raw).entries
+    except _DECODE_ERRORS:
+        entries = None
+    if entries and _all_entries(entries):
+        label = "entry" if first == _OPEN_ARRAY else "entries"
+        return _checked(
+            entries, lambda index: f"{label}[{index}]", lambda where, exc: sink.bad_record(origin, where, exc)
+        )
+    return _Reader(origin, sink).read(raw)
+
+
+def looks_like_audit_log(path: Path) -> bool:
+    """Whether a file holds Cloud Logging entries, judged from the head of its text only (a gzip
+    head is inflated). ``InputError`` for a path that cannot be read."""
+    head = fileio.read_head(path)
+    return fileio.first_byte(head) in (_OPEN_OBJECT, _OPEN_ARRAY) and _HEAD_MARKERS.search(head) is not None
+
+
+def _all_entries(entries: list[Entry]) -> bool:
+    """Whether a typed decode found log entries with a time (not wrappers, whose fields stay empty)."""
+    return all(entry.timestamp and (entry.logName or entry.protoPayload) for entry in entries)
+
+
+def _problem(entry: Entry) -> Exception | None:
+    """Why ``entry`` cannot be used (None if it can); makes its ``timestamp`` canonical."""
+    when = event_time(entry.timestamp)
+    if when is None:
+        return ValueError(
+            f"impossible or unreadable timestamp {entry.timestamp!r}" if entry.timestamp else "no timestamp"
+        )
+    entry.timestamp = when
+    return None
+
+
+def _checked(entries: list[Entry], where: Callable[[int], str], bad: Callable[[str, Exception], None]) -> list[Entry]:
+    """``entries`` without the unusable ones, each reported through ``bad``."""
+    kept: list[Entry] | None = None
+    for index, entry in enumerate(entries):
+        problem = _problem(entry)
+        if problem is None:
+            if kept is not None:
+                kept.append(entry)
+            continue
+        if kept is None:
+            kept = entries[:index]
+        bad(where(index), problem)
+    return entries if kept is None else kept
+
+
+def _at(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _reason(exc: Exception) -> Exception:
+    if isinstance(exc, RecursionError):
+        return ValueError("JSON nested too deeply to decode")
+    return exc
+
+
+class _Reader:
+    """The slow path: finds the entries in any supported shape, value by value."""
+
+    def __init__(self, origin: str, sink: Sink) -> None:
+        self.origin = origin
+        self.sink = sink
+        self.entries: list[Entry] = []
+        self.recognized = False
+        self.pending: list[tuple[str, Exception]] = []  # problems met before the file was known as logs
+
+    def bad(self, where: str, exc: Exception) -> None:
+        if self.recognized:
+            self.sink.bad_record(self.origin, where, _reason(exc))
+        else:
+            self.pending.append((where, _reason(exc)))
+
+    def recognize(self) -> None:
+        if not self.recognized:
+            self.recognized = True
+            for where, exc in self.pending:
+                self.sink.bad_record(self.origin, where, exc)
+            self.pending.clear()
+
+    def add(self, entries: list[Entry], where: Callable[[int], str]) -> None:
+        self.recognize()
+        self.entries += _checked(entries, where, self.bad)
+
+    def read(self, raw: bytes) -> list[Entry]:
+        text = raw.removeprefix(fileio.UTF8_BOM)
+        if fileio.first_byte(text) < 0:
+            return []
+        if fileio.is_complete(text) or not self.lines(text):
+            self.value(text, "", 0)
+        if not self.recognized:
+            where, exc = self.pending[0] if self.pending else ("", ValueError("no log entries found"))
+            raise ValueError(f"not a Cloud Logging export ({f'{where}: {exc}' if where else exc})")
+        return self.entries
+
+    def lines(self, text: bytes) -> bool:
+        """Reads a text of several values (False if it is one value, maybe truncated or too deep)."""
+        joined = b"[" + re.sub(rb"\s*\n\s*", b",", text.strip()) + b"]"
+        try:
+            entries = _ENTRIES.decode(joined)
+        except _DECODE_ERRORS:
+            entries = None
+        if entries and _all_entries(entries):
+            self.add(entries, lambda index: f"entry {index + 1}")
+            return True
+        values = list(fileio.json_values(text))
+        if len(values) == 1:
+            return False
+        for line, value, ended in values:
+            if ended:
+                self.value(value, f"line {line}", 0)
+            else:
+                self.truncated(bytes(value), f"line {line}", ValueError("the text ends inside this value"))
+        return True
+
+    def truncated(self, text: bytes, where: str, exc: Exception) -> None:
+        """An array or page the text ends inside, or one too deep to decode (``exc``): its entries as
+        far as they can be found; anything else is one bad entry."""
+        start = len(text) - len(text.lstrip())
+        items = None
+        if fileio.first_byte(text) == _OPEN_ARRAY:
+            items = fileio.array_items(text, start)
+        elif fileio.first_byte(text) == _OPEN_OBJECT:
+            for key, value_start in fileio.object_members(text, start):
+                if key == "entries" and text[value_start : value_start + 1] == b"[":
+                    items, where = fileio.array_items(text, value_start), _at(where, key)
+                    break
+        if items is None:
+            return self.bad(where, exc)
+        self.recognize()
+        for index, item in items:
+            if item is None:
+                self.bad(f"{where}[{index}]", ValueError("the text ends before this entry does"))
+            else:
+                self.value(item, f"{where}[{index}]", 0)
+        return None
+
+    def value(self, value: bytes | memoryview | msgspec.Raw, where: str, depth: int) -> None:
+        if isinstance(value, msgspec.Raw):
+            value = memoryview(value)
+        first = fileio.first_byte(value)
+        if depth > MAX_WRAPPING:
+            self.bad(where, ValueError("wrapped in too many envelopes"))
+        elif first == _OPEN_OBJECT:
+            self.object(value, where, depth)
+        elif first == _OPEN_ARRAY:
+            self.array(value, where, depth)
+        elif first == _QUOTE:
+            self.string(value, where, depth)
+        else:
+            self.bad(where, ValueError("not a JSON object"))
+
+    def string(self, value: bytes | memoryview, where: str, depth: int) -> None:
+        """An entry serialised into a JSON string, as JSON text or base64 (Pub/Sub ``data``)."""
+        try:
+            inner = _STRING.decode(value).encode()
+        except _DECODE_ERRORS as exc:
+            return self.bad(where, exc)
+        if fileio.first_byte(inner) not in (_OPEN_OBJECT, _OPEN_ARRAY):
+            try:
+                inner = base64.b64decode(inner, validate=True)
+            except (binascii.Error, ValueError):
+                return self.bad(where, ValueError("a string that is neither JSON nor base64 JSON"))
+        return self.value(inner, where, depth + 1)
+
+    def array(self, value: bytes | memoryview, where: str, depth: int) -> None:
+        try:
+            entries = _ENTRIES.decode(value)
+        except _DECODE_ERRORS:
+            entries = None
+        if entries and _all_entries(entries):
+            return self.add(entries, lambda index: f"{where or 'entry'}[{index}]")
+        try:
+            items = _RAWS.decode(value)
+        except _DECODE_ERRORS as exc:
+            return self.truncated(bytes(value), where, exc)
+        if not items:
+            return self.recognize()  # an empty export
+        label = where or "entry"
+        for index, item in enumerate(items):
+            self.value(item, f"{label}[{index}]", depth)
+        return None
+
+    def object(self, value: bytes | memoryview, where: str, depth: int) -> None:
+        try:
+            probe = _PROBE.decode(value)
+        except _DECODE_ERRORS as exc:
+            return self.truncated(bytes(value), where, exc)
+        if probe.entries:
+            self.recognize()
+            return self.value(probe.entries, _at(where, "entries"), depth + 1)
+        if probe.logName or probe.protoPayload or probe.insertId:
+            return self.entry(value, where, probe)
+        for key in ("message", "data"):  # Pub/Sub messages and forwarders' wrappers
+            inner = getattr(probe, key)
+            if inner:
+                return self.value(inner, _at(where, key), depth + 1)
+        keys = sorted(_KEYS.decode(value))
+        if not keys or keys == ["nextPageToken"]:
+            return self.recognize()  # an entries.list page without entries
+        return self.bad(where, ValueError(f"not a log entry (keys: {', '.join(keys[:8])})"))
+
+    def entry(self, value: bytes | memoryview, where: str, probe: _Probe) -> None:
+        self.recognize()
+        try:
+            entry = _ENTRY.decode(value)
+        except _DECODE_ERRORS as exc:
+            return self.bad(where, exc)
+        if not entry.timestamp and probe.receiveTimestamp:  # Logging fills a missing timestamp in so
+            try:
+                entry.timestamp = _STRING.decode(probe.receiveTimestamp)
+            except _DECODE_ERRORS as exc:
+                return self.bad(where, exc)
+        return self.add([entry], lambda _: where)
