@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -37,6 +37,9 @@ class Verdict:
 
     status: Status
     reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", " ".join(self.reason.split()))
 
 
 ALWAYS = Verdict("always", "no condition")
@@ -443,12 +446,3 @@ def evaluate(condition: Any, now: datetime, context: Mapping[str, str] | None = 
     if isinstance(decoded, Mapping) and isinstance(decoded.get("expression"), str):
         return gcp_condition(decoded, now)
     return aws_condition(decoded, now, context)
-
-
-def combine(verdicts: Sequence[Verdict]) -> Verdict:
-    """Verdict on all of ``verdicts`` holding at once (never if any is never)."""
-    for verdict in verdicts:
-        if verdict.status == "never":
-            return verdict
-    unknown = [v.reason for v in verdicts if v.status == "unknown"]
-    return Verdict("unknown", "; ".join(unknown)) if unknown else ALWAYS

@@ -278,17 +278,32 @@ def _ungranted_note(audit: IdentityAudit, action: str, calls: int) -> str:
     return "not granted"
 
 
-def _set_frame(set_id: int, expansion: Effective) -> pl.DataFrame:
-    """One row per permission the set grants; built once per distinct set of statements."""
-    actions = list(expansion.granted)
-    notes = [
-        _granted_note(g) if g.partial_denies or g.statements[0].condition else None for g in expansion.granted.values()
-    ]
-    sources = [sorted({s.source for s in g.statements}) for g in expansion.granted.values()]
-    return pl.DataFrame(
-        {"set_id": [set_id] * len(actions), "action": actions, "note": notes, "grant_sources": sources},
-        schema={"set_id": pl.UInt32, "action": pl.Utf8, "note": pl.Utf8, "grant_sources": pl.List(pl.Utf8)},
+def _sets_frame(expansions: dict[int, Effective]) -> pl.DataFrame:
+    """One row per (set, permission) the sets grant, built column by column in one go (many small
+    Python lists would be the slow part otherwise)."""
+    set_ids: list[int] = []
+    actions: list[str] = []
+    notes: list[str | None] = []
+    pairs: dict[str, list] = {"set_id": [], "action": [], "source": []}
+    for set_id, expansion in expansions.items():
+        for action, grant in expansion.granted.items():
+            set_ids.append(set_id)
+            actions.append(action)
+            notes.append(_granted_note(grant) if grant.partial_denies or grant.statements[0].condition else None)
+            for source in {s.source for s in grant.statements}:
+                pairs["set_id"].append(set_id)
+                pairs["action"].append(action)
+                pairs["source"].append(source)
+    sources = (
+        pl.DataFrame(pairs, schema={"set_id": pl.UInt32, "action": pl.Utf8, "source": pl.Utf8})
+        .group_by("set_id", "action")
+        .agg(pl.col("source").sort().alias("grant_sources"))
     )
+    granted = pl.DataFrame(
+        {"set_id": set_ids, "action": actions, "note": notes},
+        schema={"set_id": pl.UInt32, "action": pl.Utf8, "note": pl.Utf8},
+    )
+    return granted.join(sources, on=["set_id", "action"], how="left")
 
 
 def _classification_frame(data: AuditInput, rules: Rules, keys: pl.DataFrame) -> pl.DataFrame:
@@ -339,10 +354,9 @@ def permission_table(
         schema={"provider": pl.Utf8, "identity": pl.Utf8, "account": pl.Utf8, "name": pl.Utf8, "set_id": pl.UInt32},
     )
     expansions = {set_ids[id(a.expansion)]: a.expansion for a in audits}
-    sets = pl.concat([_set_frame(i, e) for i, e in sorted(expansions.items())]) if expansions else None
     granted = (
-        audited.join(sets, on="set_id", how="inner").with_columns(pl.lit(True).alias("granted"))
-        if sets is not None
+        audited.join(_sets_frame(expansions), on="set_id", how="inner").with_columns(pl.lit(True).alias("granted"))
+        if expansions
         else None
     )
     usage = _usage_per_action(data.usage).join(

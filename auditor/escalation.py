@@ -6,16 +6,19 @@ method works:
 
 * an Allow of the identity layer matches the action (wildcards and ``NotAction`` through
   :meth:`Catalog.expand`) and its ``Resource`` / ``NotResource`` can touch the target
-  (:func:`~auditor.matching.globs_intersect`; GCP: the binding's resource holds the target);
+  (:func:`~auditor.matching.globs_intersect`, field by field for ARNs; GCP: the binding's
+  resource holds the target);
 * no Deny that covers the whole target applies unconditionally (a Deny whose condition is
   unknown is listed as a condition of the path), and the permissions boundary, when there is
   one, lets the action through;
 * statements whose condition can never be true again (:mod:`auditor.conditions`) are dead;
   unknown conditions are kept and reported with the path.
 
-Role chaining: P can assume role R when R's trust policy admits P and, unless it names P's ARN
-in P's own account (AWS then needs no identity grant), P's own policies grant ``sts:AssumeRole``
-on R. P then inherits R's paths, transitively; ``via`` lists the roles assumed. GCP service-account
+Role chaining: P can assume role R when R's trust policy admits P (its ARN, its account or root,
+``*``; conditions shown) and, unless the trust names P's ARN in P's own account (AWS then needs
+no identity grant), P's own policies grant ``sts:AssumeRole`` on R; an explicit Deny always
+blocks. P then inherits R's paths, transitively and cycle-safe; ``via`` lists the roles assumed
+(for the assuming method itself, it ends with the role assumed). GCP service-account
 impersonation (``chains: true`` methods) works the same way.
 
 Approximations, on purpose:
@@ -48,20 +51,22 @@ from auditor.matching import glob_covers, globs_intersect, has_wildcard, matches
 
 PROVIDERS = ("aws", "gcp", "azure")
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # as auditor.ruleset
-#: Where a required action works (``works_on: {ACTION: {target: KIND}}`` in rules/privesc.yaml).
-KINDS = {
-    "resources": "the resource patterns given (${Account} is the principal's account)",
-    "self": "the principal itself",
-    "bounded-self": "the principal itself, when a permissions boundary limits it",
-    "own-group": "a group the principal (a user) belongs to",
-    "group": "another group of the account that is more privileged (the principal is a user)",
-    "other-user": "another user of the account that is more privileged",
-    "role": "another role of the account that is more privileged",
-    "assumable-role": "a more privileged role whose trust policy admits the principal",
-    "self-or-assumable-role": "the principal (a role) or a role it can assume",
-    "role-assumable-by": "a more privileged role one of `services` can assume",
-    "service-account": "another, more privileged service account",
-}
+#: Where a required action works (``works_on: {ACTION: {target: KIND}}``; described in rules/privesc.yaml).
+KINDS = frozenset(
+    {
+        "resources",
+        "self",
+        "bounded-self",
+        "own-group",
+        "group",
+        "other-user",
+        "role",
+        "assumable-role",
+        "self-or-assumable-role",
+        "role-assumable-by",
+        "service-account",
+    }
+)
 _GCP_KINDS = frozenset({"resources", "service-account"})
 #: Kinds whose targets are other identities: they must be more privileged than the principal.
 _GAIN_KINDS = frozenset({"group", "other-user", "role", "assumable-role", "role-assumable-by", "service-account"})
@@ -516,7 +521,12 @@ class _Engine:
             return None
         direct, conditions = admitted
         if direct:
-            unless = self._unless_denied(p, action, role.id, self.context(p))
+            ctx = self.context(p)
+            # A trust policy naming a user's ARN is not limited by the user's boundary; a role's is.
+            capped = p.kind == "role" and self.bounded(p)
+            if capped and self._allowed_by(p, "boundary", action, role.id, ctx, False) is None:
+                return None
+            unless = self._unless_denied(p, action, role.id, ctx)
             if unless is None:
                 return None
             return Access(action, role.id, (f"trust policy of {role.name}",), _merge(conditions, unless))
@@ -625,6 +635,9 @@ class _Engine:
 
     def fire(self, p: Principal, method: EscalationMethod) -> tuple[list[EscalationPath], list[_Edge]]:
         """(paths, chain edges) of ``method`` for ``p``."""
+        needed = [a for a in method.requires if (method.spec(a) or TargetSpec()).kind != "assumable-role"]
+        if not set(needed) <= self.actions(p):
+            return [], []  # a quick no: an assumable role may need no grant, any other action does
         if any(self.access(p, a, "*", cover=True) is None for a in method.resource_star):
             return [], []
         groups: dict[TargetSpec | str, list[str]] = {}
@@ -815,7 +828,9 @@ def find_paths(
     return {p.id: _with_chains(p.id, direct, edges) for p in actors}
 
 
-def _with_chains(start: str, direct: Mapping[str, list[EscalationPath]], edges: Mapping[str, list[_Edge]]) -> list:
+def _with_chains(
+    start: str, direct: Mapping[str, list[EscalationPath]], edges: Mapping[str, list[_Edge]]
+) -> list[EscalationPath]:
     """Paths of ``start`` and of every identity it can become, breadth first (shortest chain, cycles safe)."""
     found = list(direct.get(start, []))
     seen = {start}
@@ -861,7 +876,7 @@ def _spec(raw: Any, provider: str, where: str) -> TargetSpec:
     if unknown:
         raise RuleError(f"{where}: unknown key(s) {', '.join(map(str, unknown))} (use target, resources, services)")
     kind = raw.get("target", "resources")
-    allowed = _GCP_KINDS if provider == "gcp" else set(KINDS) - {"service-account"}
+    allowed = _GCP_KINDS if provider == "gcp" else KINDS - {"service-account"}
     if kind not in allowed:
         raise RuleError(f"{where}: target {kind!r} is not one of {', '.join(sorted(allowed))}")
     resources = _strings(raw, "resources", where, required=kind == "resources")
@@ -871,7 +886,9 @@ def _spec(raw: Any, provider: str, where: str) -> TargetSpec:
     return TargetSpec(kind, resources, services)
 
 
-def _works_on(entry: Mapping[str, Any], requires: tuple[str, ...], provider: str, where: str) -> tuple:
+def _works_on(
+    entry: Mapping[str, Any], requires: tuple[str, ...], provider: str, where: str
+) -> tuple[tuple[str, TargetSpec], ...]:
     raw = entry.get("works_on") or {}
     if not isinstance(raw, Mapping):
         raise RuleError(f"{where}: 'works_on' must map required actions to where they work")
@@ -963,6 +980,30 @@ def _trust_statement(raw: Mapping[str, Any]) -> TrustStatement | None:
         not_action="NotAction" in raw,
         condition=json.dumps(condition, sort_keys=True) if condition else None,
     )
+
+
+def trust_from_rows(rows: Iterable[Mapping[str, Any]]) -> tuple[TrustStatement, ...]:
+    """Trust statements from rows of the normalized TRUSTS frame of one role
+    (``principals`` as ``"AWS:<arn or account>"``, ``"Service:<name>"``, ``"Federated:<idp>"``, ``"*"``)."""
+    found = []
+    for row in rows:
+        named: dict[str, list[str]] = {"AWS": [], "Service": [], "Federated": []}
+        for principal in row["principals"] or ():
+            kind, _, name = ("AWS:*" if principal == "*" else principal).partition(":")
+            named.setdefault(kind, []).append(name)
+        found.append(
+            TrustStatement(
+                effect=row["effect"],
+                aws=tuple(named["AWS"]),
+                services=tuple(named["Service"]),
+                federated=tuple(named["Federated"]),
+                not_principal=bool(row["not_principal"]),
+                actions=tuple(row["actions"] or ()),
+                not_action=bool(row["not_action"]),
+                condition=row["condition"],
+            )
+        )
+    return tuple(found)
 
 
 def aws_trust(document: Any) -> tuple[TrustStatement, ...]:

@@ -12,6 +12,7 @@ one value nested too deeply to decode), so a log reader can keep every readable 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -74,14 +75,25 @@ def _open_regular(path: Path) -> tuple[int, int]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise InputError(f"{path}: file not found (or a broken symlink)") from None
-    except OSError as exc:
+        what = "broken symlink" if os.path.islink(path) else "file not found"
+        raise InputError(f"{path}: {what}") from None
+    except OSError as exc:  # e.g. a socket cannot be opened at all
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode) from None
         raise InputError(f"{path}: cannot open ({exc.strerror})") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise NotRegularFile(f"{path}: {_kind(info.st_mode)}, not a regular file; not read", "pass log files only")
+        raise _not_regular(path, info.st_mode)
     return fd, info.st_size
+
+
+def _not_regular(path: Path, mode: int) -> NotRegularFile:
+    return NotRegularFile(f"{path}: {_kind(mode)}, not a regular file; not read", "pass log files only")
 
 
 def _too_large(path: Path | str, cap: int) -> InputTooLarge:
@@ -323,6 +335,8 @@ def value_end(text: bytes, pos: int) -> int | None:
         found = _TRAILING.search(str(exc))
         if found:
             return pos + int(found.group(1)) - 1
+        if "truncated" in str(exc):
+            return None
     except RecursionError:
         pass
     return _scan_end(text, pos)
@@ -403,6 +417,15 @@ def array_items(text: bytes, pos: int) -> Iterator[tuple[int, memoryview | None]
             return
     if pos >= len(text):  # the text ends before the array does
         yield index, None
+
+
+def lenient_json(value: bytes | memoryview) -> bytes | None:
+    """``value`` re-encoded as strict JSON when only a lenient parser accepts it (raw control
+    characters such as a newline inside a string); None if it is not JSON even so."""
+    try:
+        return orjson.dumps(json.loads(bytes(value), strict=False))
+    except (ValueError, RecursionError, TypeError, orjson.JSONEncodeError):
+        return None
 
 
 def object_members(text: bytes, pos: int) -> Iterator[tuple[str, int]]:

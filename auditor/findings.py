@@ -201,6 +201,12 @@ def build_findings(data: AuditInput, result: DiffResult, rules: Rules) -> pl.Dat
         pl.col("event").unique().sort(), pl.col("calls").sum()
     )
     unmapped_by = {(r["provider"], r["identity"]): r for r in unmapped.iter_rows(named=True)}
+    # Accounts with days missing from the logs: no activity there is no evidence of dormancy.
+    blind = {
+        (p, a)
+        for p, a, i, actions in data.observability.select("provider", "account", "identity", "actions").iter_rows()
+        if i is None and actions == ["*"]
+    }
     for audit in result.identities:
         out = _Collector(audit)
         perms = perms_by_identity.get((audit.provider, audit.identity))
@@ -209,15 +215,19 @@ def build_findings(data: AuditInput, result: DiffResult, rules: Rules) -> pl.Dat
         states = dict(zip(perms["action"], perms["state"], strict=True))
         _grant_findings(out, audit, sev, data.catalogs[audit.provider])
         _escalation_findings(out, audit, rules, states, data.catalogs[audit.provider])
-        if not audit.any_activity:
+        if not audit.any_activity and (audit.provider, audit.account) not in blind:
             window = data.windows.get(audit.provider)
-            span = f" in the {window.days:.0f}-day window" if window else ""
+            span = (
+                f" in the {window.days:.0f}-day window ({window.start:%Y-%m-%d}..{window.end:%Y-%m-%d})"
+                if window
+                else ""
+            )
             out.add(
                 "dormant-identity",
                 sev["dormant-identity"],
                 f"no activity{span}",
                 [],
-                detail="remove the identity or all of its grants",
+                detail="remove the identity or all of its grants (the plan in policies/index.json does)",
             )
         _state_findings(out, perms, sev)
         extra = unmapped_by.get((audit.provider, audit.identity))

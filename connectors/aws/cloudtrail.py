@@ -22,7 +22,7 @@ import orjson
 
 from auditor.catalog import aws_catalog, aws_resource_arn_formats
 from auditor.connectors.aws.actions import ActionMapping, EventActionMapper
-from auditor.connectors.log_scan import EventClock, ScanCounters, fold_files, newest_event
+from auditor.connectors.log_scan import SECONDS, EventClock, ScanCounters, fold_files, newest_event
 from auditor.errors import InputError
 from auditor.jsonio import gunzip
 from auditor.narrowing import NarrowingRules
@@ -295,9 +295,17 @@ def _fold(events: list[Event], ctx: _Context, out: Partial, origin: str) -> None
     start, end, cap, keep = opts.start, opts.end, opts.cap, opts.identities
     mapper, plans, arn_cache, accounts, clock = ctx.mapper, ctx.plans, ctx.arn_cache, ctx.accounts, ctx.clock
     usage, unmapped, skipped, days, first, last = out.usage, out.unmapped, out.skipped, out.days, out.first, out.last
-    in_window = out.in_window
+    in_window, minutes = out.in_window, clock.minutes
     for index, event in enumerate(events):
-        when = clock.canonical(event.eventTime)
+        when = event.eventTime
+        if not (
+            len(when) == 20
+            and minutes.get(when[:16])
+            and when[16] == ":"
+            and when[17:19] in SECONDS
+            and when[19] == "Z"
+        ):
+            when = clock.canonical(when)  # anything but a known-good minute in the exact form
         if when is None:
             out.bad_record(origin, f"record {index}", ValueError(f"impossible eventTime {event.eventTime[:40]!r}"))
             continue

@@ -16,10 +16,11 @@ Shapes read, told apart by content, never by file name:
   ``{"result": {"_raw": ...}}``, ECS ``event.original``, Logstash records whose ``eventTime`` became
   ``@timestamp``.
 
-A record that cannot be used (malformed JSON, nested too deeply to decode, mis-typed fields, an
-impossible ``eventTime``) goes to ``sink.bad_record`` and the rest of the file is read; a file that is
-not CloudTrail at all raises ``ValueError`` with a one-line reason. Every returned event has a
-canonical ``eventTime`` (``YYYY-MM-DDTHH:MM:SSZ``) and non-empty ``eventSource`` and ``eventName``.
+A record that cannot be decoded (malformed JSON, nested too deeply, mis-typed fields, no eventTime,
+eventSource or eventName) goes to ``sink.bad_record`` and the rest of the file is read; a file that
+is not CloudTrail at all raises ``ValueError`` with a one-line reason. ``eventTime`` is returned as
+written: the fold makes it canonical with ``auditor.timefmt.event_time`` (one cached lookup per
+event), whose None (an impossible time such as ``2026-13-45T99:99:99Z``) is a bad record to count.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import msgspec
 import orjson
 
 from auditor import fileio
-from auditor.timefmt import event_time
 
 #: How many envelopes (a string inside a ``message`` inside a ``result``...) are unwrapped.
 MAX_WRAPPING = 6
@@ -43,8 +43,7 @@ _HEAD_MARKERS = re.compile(
     rb'[Ee]ventSource\\*"\s*:\s*\\*"[a-z0-9.-]+\.amazonaws\.com'
     rb'|"CloudTrailEvent"\s*:|"QueryResultRows"\s*:|"detail-type"\s*:\s*"[^"]*CloudTrail'
 )
-
-
+_ABSENT = msgspec.Raw(b"")
 _Handler = Callable[[bytes | memoryview, str, int], None]
 
 
@@ -95,9 +94,6 @@ class _TrailFile(msgspec.Struct):
     Records: list[Event] | None = None
 
 
-_ABSENT = msgspec.Raw(b"")
-
-
 class _Probe(msgspec.Struct):
     """The keys that tell the shapes apart, values left unparsed (so this decode never mis-types);
     an absent key is an empty ``Raw``."""
@@ -124,12 +120,12 @@ class _Probe(msgspec.Struct):
     digestStartTime: msgspec.Raw = _ABSENT
 
 
-class _EcsIssuer(msgspec.Struct):
+class _EcsArn(msgspec.Struct):
     arn: str | None = None
 
 
 class _EcsSession(msgspec.Struct):
-    session_issuer: _EcsIssuer | None = None
+    session_issuer: _EcsArn | None = None
 
 
 class _EcsIdentity(msgspec.Struct):
@@ -152,7 +148,7 @@ class _EcsTrail(msgspec.Struct):
     recipient_account_id: str | None = None
     session_credential_from_console: str | bool | None = None
     user_identity: _EcsIdentity | None = None
-    resources: list[_EcsIssuer] | None = None
+    resources: list[_EcsArn] | None = None
     flattened: _EcsFlattened | None = None
 
 
@@ -199,8 +195,7 @@ _LAKE_IDENTITY = {
     "useridentity.invokedby": "invokedBy",
 }
 _LAKE_ISSUER = {"sessionissuer.arn", "useridentity.sessioncontext.sessionissuer.arn", "sessionissuerarn"}
-_IDENTITY_KEYS = {"type", "arn", "accountId", "invokedBy", "sessionContext", "sessionIssuer"}
-_IDENTITY_NAMES = {name.lower(): name for name in _IDENTITY_KEYS}
+_IDENTITY_NAMES = {name.lower(): name for name in ("accountId", "invokedBy", "sessionContext", "sessionIssuer")}
 
 
 def decode(raw: bytes, origin: str, sink: Sink) -> list[Event]:
@@ -210,9 +205,7 @@ def decode(raw: bytes, origin: str, sink: Sink) -> list[Event]:
     except _DECODE_ERRORS:
         records = None
     if records is not None:
-        return _checked(
-            records, lambda index: f"Records[{index}]", lambda where, exc: sink.bad_record(origin, where, exc)
-        )
+        return records
     return _Reader(origin, sink).read(raw)
 
 
@@ -226,34 +219,6 @@ def looks_like_cloudtrail(path: Path) -> bool:
 def is_cloudtrail_head(head: bytes) -> bool:
     """Whether the start of a text shows a CloudTrail record or a shape that carries them."""
     return fileio.first_byte(head) in (_OPEN_OBJECT, _OPEN_ARRAY) and _HEAD_MARKERS.search(head) is not None
-
-
-def _problem(event: Event) -> Exception | None:
-    """Why ``event`` cannot be used (None if it can); makes its ``eventTime`` canonical."""
-    when = event_time(event.eventTime)
-    if when is None:
-        return ValueError(
-            f"impossible or unreadable eventTime {event.eventTime!r}" if event.eventTime else "no eventTime"
-        )
-    if not event.eventSource or not event.eventName:
-        return ValueError("no eventSource or eventName: not a CloudTrail record")
-    event.eventTime = when
-    return None
-
-
-def _checked(events: list[Event], where: Callable[[int], str], bad: Callable[[str, Exception], None]) -> list[Event]:
-    """``events`` without the unusable ones, each reported through ``bad``."""
-    kept: list[Event] | None = None
-    for index, event in enumerate(events):
-        problem = _problem(event)
-        if problem is None:
-            if kept is not None:
-                kept.append(event)
-            continue
-        if kept is None:
-            kept = events[:index]
-        bad(where(index), problem)
-    return events if kept is None else kept
 
 
 def _at(where: str, key: str) -> str:
@@ -291,9 +256,9 @@ class _Reader:
                 self.sink.bad_record(self.origin, where, exc)
             self.pending.clear()
 
-    def add(self, events: list[Event], where: Callable[[int], str]) -> None:
+    def add(self, events: list[Event]) -> None:
         self.recognize()
-        self.events += _checked(events, where, self.bad)
+        self.events += events
 
     def read(self, raw: bytes) -> list[Event]:
         text = raw.removeprefix(fileio.UTF8_BOM)
@@ -316,7 +281,7 @@ class _Reader:
         except _DECODE_ERRORS:
             events = None
         if events is not None and _all_records(events):
-            self.add(events, lambda index: f"record {index + 1}")
+            self.add(events)
             return True
         values = list(fileio.json_values(text))
         if len(values) == 1:
@@ -357,6 +322,14 @@ class _Reader:
 
     # -- value level
 
+    def undecodable(self, value: bytes | memoryview, where: str, depth: int, exc: Exception) -> None:
+        """An object the decoder refuses: re-read leniently (raw control characters in strings), else
+        as a truncated or too deep container."""
+        strict = None if "truncated" in str(exc) else fileio.lenient_json(value)
+        if strict is not None and depth < MAX_WRAPPING:
+            return self.value(strict, where, depth + 1)
+        return self.truncated(bytes(value), where, exc)
+
     def value(self, value: bytes | memoryview | msgspec.Raw, where: str, depth: int) -> None:
         if isinstance(value, msgspec.Raw):
             value = memoryview(value)
@@ -388,7 +361,7 @@ class _Reader:
         except _DECODE_ERRORS:
             events = None
         if events is not None and _all_records(events):
-            return self.add(events, lambda index: f"{where or 'record'}[{index}]")
+            return self.add(events)
         try:
             items = _RAWS.decode(value)
         except _DECODE_ERRORS:
@@ -403,7 +376,7 @@ class _Reader:
         try:
             probe = _PROBE.decode(value)
         except _DECODE_ERRORS as exc:
-            return self.truncated(bytes(value), where, exc)
+            return self.undecodable(value, where, depth, exc)
         for key in ("Records", "Events", "logEvents"):
             items = getattr(probe, key)
             if items:
@@ -454,7 +427,7 @@ class _Reader:
         event = _from_ecs(document)
         if event is None:
             return self.bad(where, ValueError("an Elastic document without a CloudTrail record"))
-        return self.add([event], lambda _: where)
+        return self.one(event, where)
 
     def record(self, value: bytes | memoryview, where: str, probe: _Probe) -> None:
         self.recognize()
@@ -465,7 +438,13 @@ class _Reader:
         if not event.eventTime and probe.timestamp:  # Logstash moves eventTime to @timestamp
             with contextlib.suppress(*_DECODE_ERRORS):
                 event.eventTime = _STRING.decode(probe.timestamp)
-        return self.add([event], lambda _: where)
+        return self.one(event, where)
+
+    def one(self, event: Event, where: str) -> None:
+        """A record decoded on its own: kept if it has the fields every record has."""
+        if not (event.eventTime and event.eventSource and event.eventName):
+            return self.bad(where, ValueError("a CloudTrail record needs eventTime, eventSource and eventName"))
+        return self.add([event])
 
     # -- CloudTrail Lake
 
@@ -491,9 +470,7 @@ class _Reader:
             event = _EVENT.decode(msgspec.json.encode(_lake_record(row)))
         except _DECODE_ERRORS as exc:
             return self.bad(where, exc)
-        if not (event.eventTime and event.eventSource and event.eventName):
-            return self.bad(where, ValueError("a CloudTrail Lake row needs eventTime, eventSource and eventName"))
-        return self.add([event], lambda _: where)
+        return self.one(event, where)
 
 
 def _all_records(events: list[Event]) -> bool:

@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from auditor.connectors.base import Progress, no_progress
 from auditor.connectors.snapshot_io import write_json
 from auditor.errors import ConnectorError
 from auditor.timefmt import iso_utc
+from auditor.window import window_ending
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class Trail:
 
 def collection_window(request: CollectRequest, now: datetime) -> tuple[datetime, datetime]:
     end = (request.until or now).astimezone(UTC).replace(microsecond=0)
-    return end - timedelta(days=request.days), end
+    window = window_ending(end, request.days, "--until")
+    return window.start, window.end
 
 
 class _Collection:

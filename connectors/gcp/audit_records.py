@@ -6,10 +6,11 @@ Pub/Sub wrappers (a push or pull message whose ``data`` is the base64 entry, or 
 ``{"data": {...}}`` / ``{"message": "<json>"}``). A typed msgspec decode of the whole file comes first;
 the value-by-value reading only when it fails.
 
-An entry that cannot be used (malformed JSON, nested too deeply to decode, mis-typed fields, an
-impossible ``timestamp``) goes to ``sink.bad_record`` and the rest of the file is read; a file that is
-not Cloud Logging at all raises ``ValueError``. Every returned entry has a canonical ``timestamp``
-(``YYYY-MM-DDTHH:MM:SSZ``; ``receiveTimestamp`` when ``timestamp`` is missing).
+An entry that cannot be decoded (malformed JSON, nested too deeply, mis-typed fields, no time) goes
+to ``sink.bad_record`` and the rest of the file is read; a file that is not Cloud Logging at all
+raises ``ValueError``. ``timestamp`` is returned as written (``receiveTimestamp`` when it is missing):
+the fold makes it canonical with ``auditor.timefmt.event_time``, whose None (an impossible time) is a
+bad record for the fold to count.
 """
 
 from __future__ import annotations
@@ -17,14 +18,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
 
 from auditor import fileio
-from auditor.timefmt import event_time
 
 MAX_WRAPPING = 6
 _OPEN_OBJECT, _OPEN_ARRAY, _QUOTE = 0x7B, 0x5B, 0x22
@@ -136,11 +135,8 @@ def decode(raw: bytes, origin: str, sink: Sink) -> list[Entry]:
         entries = _ENTRIES.decode(raw) if first == _OPEN_ARRAY else _PAGE.decode(raw).entries
     except _DECODE_ERRORS:
         entries = None
-    if entries and _all_entries(entries):
-        label = "entry" if first == _OPEN_ARRAY else "entries"
-        return _checked(
-            entries, lambda index: f"{label}[{index}]", lambda where, exc: sink.bad_record(origin, where, exc)
-        )
+    if entries is not None and (first == _OPEN_OBJECT or _are_entries(entries)):
+        return entries
     return _Reader(origin, sink).read(raw)
 
 
@@ -151,35 +147,10 @@ def looks_like_audit_log(path: Path) -> bool:
     return fileio.first_byte(head) in (_OPEN_OBJECT, _OPEN_ARRAY) and _HEAD_MARKERS.search(head) is not None
 
 
-def _all_entries(entries: list[Entry]) -> bool:
-    """Whether a typed decode found log entries with a time (not wrappers, whose fields stay empty)."""
-    return all(entry.timestamp and (entry.logName or entry.protoPayload) for entry in entries)
-
-
-def _problem(entry: Entry) -> Exception | None:
-    """Why ``entry`` cannot be used (None if it can); makes its ``timestamp`` canonical."""
-    when = event_time(entry.timestamp)
-    if when is None:
-        return ValueError(
-            f"impossible or unreadable timestamp {entry.timestamp!r}" if entry.timestamp else "no timestamp"
-        )
-    entry.timestamp = when
-    return None
-
-
-def _checked(entries: list[Entry], where: Callable[[int], str], bad: Callable[[str, Exception], None]) -> list[Entry]:
-    """``entries`` without the unusable ones, each reported through ``bad``."""
-    kept: list[Entry] | None = None
-    for index, entry in enumerate(entries):
-        problem = _problem(entry)
-        if problem is None:
-            if kept is not None:
-                kept.append(entry)
-            continue
-        if kept is None:
-            kept = entries[:index]
-        bad(where(index), problem)
-    return entries if kept is None else kept
+def _are_entries(entries: list[Entry]) -> bool:
+    """Whether a typed decode found log entries (not wrappers, whose fields all stay empty), judged
+    by the first: a later entry's missing or impossible time is the fold's bad record to count."""
+    return bool(entries) and bool(entries[0].timestamp) and bool(entries[0].logName or entries[0].protoPayload)
 
 
 def _at(where: str, key: str) -> str:
@@ -215,9 +186,9 @@ class _Reader:
                 self.sink.bad_record(self.origin, where, exc)
             self.pending.clear()
 
-    def add(self, entries: list[Entry], where: Callable[[int], str]) -> None:
+    def add(self, entries: list[Entry]) -> None:
         self.recognize()
-        self.entries += _checked(entries, where, self.bad)
+        self.entries += entries
 
     def read(self, raw: bytes) -> list[Entry]:
         text = raw.removeprefix(fileio.UTF8_BOM)
@@ -237,8 +208,8 @@ class _Reader:
             entries = _ENTRIES.decode(joined)
         except _DECODE_ERRORS:
             entries = None
-        if entries and _all_entries(entries):
-            self.add(entries, lambda index: f"entry {index + 1}")
+        if entries is not None and _are_entries(entries):
+            self.add(entries)
             return True
         values = list(fileio.json_values(text))
         if len(values) == 1:
@@ -271,6 +242,14 @@ class _Reader:
             else:
                 self.value(item, f"{where}[{index}]", 0)
         return None
+
+    def undecodable(self, value: bytes | memoryview, where: str, depth: int, exc: Exception) -> None:
+        """An object the decoder refuses: re-read leniently (raw control characters in strings), else
+        as a truncated or too deep container."""
+        strict = None if "truncated" in str(exc) else fileio.lenient_json(value)
+        if strict is not None and depth < MAX_WRAPPING:
+            return self.value(strict, where, depth + 1)
+        return self.truncated(bytes(value), where, exc)
 
     def value(self, value: bytes | memoryview | msgspec.Raw, where: str, depth: int) -> None:
         if isinstance(value, msgspec.Raw):
@@ -305,8 +284,8 @@ class _Reader:
             entries = _ENTRIES.decode(value)
         except _DECODE_ERRORS:
             entries = None
-        if entries and _all_entries(entries):
-            return self.add(entries, lambda index: f"{where or 'entry'}[{index}]")
+        if entries is not None and _are_entries(entries):
+            return self.add(entries)
         try:
             items = _RAWS.decode(value)
         except _DECODE_ERRORS as exc:
@@ -322,7 +301,7 @@ class _Reader:
         try:
             probe = _PROBE.decode(value)
         except _DECODE_ERRORS as exc:
-            return self.truncated(bytes(value), where, exc)
+            return self.undecodable(value, where, depth, exc)
         if probe.entries:
             self.recognize()
             return self.value(probe.entries, _at(where, "entries"), depth + 1)
@@ -348,4 +327,6 @@ class _Reader:
                 entry.timestamp = _STRING.decode(probe.receiveTimestamp)
             except _DECODE_ERRORS as exc:
                 return self.bad(where, exc)
-        return self.add([entry], lambda _: where)
+        if not entry.timestamp:
+            return self.bad(where, ValueError("a log entry needs a timestamp (or receiveTimestamp)"))
+        return self.add([entry])

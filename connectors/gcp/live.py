@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from auditor.connectors.gcp.bigquery import aggregation_query, run_aggregation
 from auditor.connectors.snapshot_io import atomic_file, write_json
 from auditor.errors import ConnectorError, InputError
 from auditor.timefmt import iso_utc
+from auditor.window import window_ending
 
 SNAPSHOT_FORMAT = "auditor.gcp-snapshot/v1"
 LOG_FILTER = 'logName:"cloudaudit.googleapis.com" AND timestamp>="{start}" AND timestamp<="{end}"'
@@ -312,7 +313,8 @@ class GcpCollector:
         write_json(out / "manifest.json", {"format": SNAPSHOT_FORMAT, "complete": False})
         project = self.options.project
         end_time = self.options.until or datetime.now(UTC)
-        start, end = iso_utc(end_time - timedelta(days=self.options.days)), iso_utc(end_time)
+        window = window_ending(end_time, self.options.days, "--until")
+        start, end = iso_utc(window.start), iso_utc(window.end)
         client = self._resource_manager("projects")
         info = self.caller.call(
             Need("resourcemanager.projects.get", f"projects/{project}", "roles/browser"),
