@@ -45,7 +45,7 @@ def cached(name: str, packages: tuple[str, ...], build: Callable[[], T]) -> T:
     try:
         with open(path, "rb") as handle:
             return pickle.load(handle)
-    except Exception:  # noqa: BLE001 - a cache that cannot be read, for whatever reason, is rebuilt
+    except Exception:  # a cache that cannot be read, for whatever reason, is rebuilt
         pass
     value = build()
     try:

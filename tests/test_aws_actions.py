@@ -15,8 +15,9 @@ from auditor.connectors.aws.actions import (
     coverage_report,
     strip_version_suffix,
 )
+from auditor import ruleset
 from auditor.errors import RuleError
-from auditor.ruleset_files import rule_dirs
+from conftest import RULES
 
 S3 = "s3.amazonaws.com"
 DDB = "dynamodb.amazonaws.com"
@@ -29,7 +30,7 @@ def catalog() -> Catalog:
 
 @pytest.fixture(scope="module")
 def mapper(catalog: Catalog) -> EventActionMapper:
-    return EventActionMapper.from_rule_dirs(rule_dirs(), catalog)
+    return EventActionMapper.from_rules(RULES, catalog)
 
 
 def mapped(*actions: str) -> ActionMapping:
@@ -143,9 +144,10 @@ def test_strip_version_suffix(name: str, stripped: str) -> None:
     assert strip_version_suffix(name) == stripped
 
 
-def test_unstripped_name_wins_when_it_is_an_action(tmp_path: Path) -> None:
+def test_unstripped_name_wins_when_it_is_an_action() -> None:
     catalog = Catalog("aws", {"lambda:Frob20150331": "Write", "lambda:Frob": "Write", "lambda:Get": "Read"}, "test")
-    mapper = EventActionMapper.from_rule_dirs([tmp_path], catalog)
+    no_layers = ruleset.Rules(destructive=(), escalation=(), severities=RULES.severities, dirs=(), documents={})
+    mapper = EventActionMapper.from_rules(no_layers, catalog)
     assert mapper.map("lambda.amazonaws.com", "Frob20150331") == mapped("lambda:Frob20150331")
     assert mapper.map("lambda.amazonaws.com", "Get20150331v2") == mapped("lambda:Get")
 
@@ -342,7 +344,7 @@ def test_user_layer_extends_and_overrides(tmp_path: Path, catalog: Catalog) -> N
         "denied_error_codes: [MyDenied]\n",
         encoding="utf-8",
     )
-    mapper = EventActionMapper.from_rule_dirs([*rule_dirs(), tmp_path], catalog)
+    mapper = EventActionMapper.from_rules(ruleset.load([tmp_path]), catalog)
     assert mapper.map(S3, "HeadObject") == mapped("s3:GetObject", "s3:GetObjectAttributes")
     assert mapper.map(S3, "ListBuckets") == mapped("s3:ListAllMyBuckets")  # shipped entries kept
     assert mapper.map("my-proxy.amazonaws.com", "PutObject") == mapped("s3:PutObject")
@@ -356,14 +358,14 @@ def test_typo_in_rule_file_is_an_error(tmp_path: Path, catalog: Catalog) -> None
         "version: 1\nevents:\n  s3.amazonaws.com: {HeadObject: [s3:GetObjekt]}\n", encoding="utf-8"
     )
     with pytest.raises(RuleError, match="s3:GetObjekt"):
-        EventActionMapper.from_rule_dirs([*rule_dirs(), tmp_path], catalog)
+        EventActionMapper.from_rules(ruleset.load([tmp_path]), catalog)
 
 
 # --- trailscraper-style sanity test -----------------------------------------------------------
 
 
 def test_every_botocore_operation_maps_to_catalog_actions(catalog: Catalog) -> None:
-    report = coverage_report(catalog)
+    report = coverage_report(catalog, RULES)
     print(
         f"\nCloudTrail->IAM mapping coverage: {report['share']:.2%} of {report['total']} botocore operations "
         f"({report['mapped']} mapped, {report['permissionless']} permissionless, {report['unmapped']} unmapped; "

@@ -8,13 +8,17 @@ import pytest
 from auditor.connectors.aws.iam import AuthorizationDetails, PolicyError, statements
 from auditor.errors import InputError
 from auditor.selection import AgentSelector
-from builders import ACCOUNT, allow, auth_details, deny, managed_policy, policy, role
+from builders import ACCOUNT, allow, auth_details, deny, managed_policy, policy, role, role_arn
 
 
 def frames(data, selector=None):
-    selector = selector or AgentSelector()
-    details = AuthorizationDetails(data, "auth.json")
-    return details.frames(selector)
+    """(identities, grants, gaps) of one export."""
+    found = grant_set(data, selector)
+    return found.identities, found.grants, found.gaps
+
+
+def grant_set(data, selector=None):
+    return AuthorizationDetails(data, "auth.json").frames(selector or AgentSelector())
 
 
 def test_url_encoded_documents_parse_like_decoded_ones():
@@ -83,6 +87,9 @@ def test_users_inherit_group_policies_and_boundaries_are_a_separate_layer():
     assert identities["is_agent"].to_list() == [True]
     kinds = dict(zip(grants["source_kind"], grants["layer"], strict=True))
     assert kinds == {"group-inline": "identity", "boundary": "boundary"}
+    scopes = dict(zip(grants["source_kind"], grants["scope"], strict=True))
+    assert scopes == {"group-inline": f"arn:aws:iam::{ACCOUNT}:group/g", "boundary": user["Arn"]}
+    assert dict(zip(grants["source_kind"], grants["policy"], strict=True))["group-inline"] == "gp"
 
 
 def test_missing_managed_policy_is_a_gap_not_a_crash():
@@ -122,3 +129,33 @@ def test_not_an_export_is_one_clear_error(tmp_path):
     path.write_text("{broken")
     with pytest.raises(InputError, match="invalid JSON"):
         AuthorizationDetails.from_file(path)
+
+
+def test_identity_columns_are_typed_not_json():
+    agent = role("bot", path="/agents/", tags={"agent": "true", "team": "ml"})
+    slr = role("AWSServiceRoleForSupport", path="/aws-service-role/support.amazonaws.com/", tags={})
+    identities, _, _ = frames(auth_details([agent, slr]))
+    rows = {r["name"]: r for r in identities.iter_rows(named=True)}
+    bot = rows["bot"]
+    assert (bot["path"], bot["kind"], bot["service_linked"], bot["disabled"]) == ("/agents/", "role", False, False)
+    assert bot["tags"] == [{"key": "agent", "value": "true"}, {"key": "team", "value": "ml"}]
+    assert bot["selected_by"] == "tag agent=true" and bot["identity"] == role_arn("bot", "/agents/")
+    assert rows["AWSServiceRoleForSupport"]["service_linked"] is True
+    assert "service-linked" in rows["AWSServiceRoleForSupport"]["selected_by"]
+
+
+def test_trust_policies_and_customer_managed_policies_are_frames():
+    mine = managed_policy("Mine", policy(allow("s3:GetObject")))
+    mine["PolicyVersionList"] = [
+        {"Document": policy(allow("s3:GetObject")), "VersionId": "v10", "IsDefaultVersion": True},
+        {"Document": policy(allow("s3:*")), "VersionId": "v9", "IsDefaultVersion": False},
+    ]
+    mine["DefaultVersionId"] = "v10"
+    aws_owned = managed_policy("ReadOnlyAccess", policy(allow("*")), aws=True)
+    found = grant_set(auth_details([role("bot", managed=[mine["Arn"], aws_owned["Arn"]])], [mine, aws_owned]))
+    (trust,) = found.trusts.iter_rows(named=True)
+    assert trust["identity"] == role_arn("bot") and trust["effect"] == "Allow"
+    assert trust["principals"] == ["Service:lambda.amazonaws.com"] and trust["actions"] == ["sts:AssumeRole"]
+    (managed,) = found.managed.iter_rows(named=True)  # AWS-owned policies are not ours to version
+    assert (managed["kind"], managed["name"], managed["id"]) == ("policy", "Mine", mine["Arn"])
+    assert managed["versions"] == ["v9", "v10"] and managed["default_version"] == "v10"  # oldest first

@@ -3,12 +3,13 @@
 import pytest
 
 from auditor.catalog import aws_catalog
-from auditor.connectors.aws.coverage import ObservabilityRules, TrailCoverage, missing_days, observability_rows
+from auditor.connectors.aws.coverage import ObservabilityRules, TrailCoverage, observability_rows
+from auditor.coverage import missing_days
 from auditor.errors import InputError
 from auditor.matching import any_glob_regex
-from auditor.ruleset_files import rule_dirs
+from conftest import RULES as ALL_RULES
 
-RULES = ObservabilityRules.load(rule_dirs())
+RULES = ObservabilityRules.of(ALL_RULES)
 
 
 def unobservable(coverage):

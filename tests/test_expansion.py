@@ -6,22 +6,22 @@ from auditor.diff import Statement, effective_grants
 
 def stmt(actions, effect="Allow", layer="identity", not_action=False, resources=("*",), condition=None, source="p"):
     return Statement(
-        f"{source}#{actions}",
-        layer,
-        effect,
-        tuple(actions),
-        not_action,
-        tuple(resources),
-        False,
-        condition,
-        source,
-        "inline",
+        layer=layer,
+        effect=effect,
+        actions=tuple(actions),
+        not_action=not_action,
+        resources=tuple(resources),
+        not_resource=False,
+        condition=condition,
+        source=source,
+        source_kind="inline",
+        policy=source,
     )
 
 
 def effective(*statements):
-    granted, by_deny, by_boundary, _ = effective_grants(list(statements), aws_catalog())
-    return set(granted), by_deny, by_boundary
+    expansion = effective_grants(list(statements), aws_catalog())
+    return set(expansion.granted), expansion.removed_by_deny, expansion.removed_by_boundary
 
 
 def test_service_prefix_wildcard_matches_only_that_prefix():
@@ -68,6 +68,12 @@ def test_deny_with_condition_or_narrow_resource_does_not_remove():
     )
     assert {"s3:DeleteBucket", "s3:DeleteObject"} <= granted
     assert not by_deny
+    expansion = effective_grants(
+        [stmt(["s3:*"]), stmt(["s3:DeleteObject"], effect="Deny", resources=("arn:aws:s3:::vault/*",), source="d")],
+        aws_catalog(),
+    )
+    (partial,) = expansion.granted["s3:DeleteObject"].partial_denies  # kept, and the partial deny recorded
+    assert partial.source == "d"
 
 
 def test_boundary_caps_the_grant():
@@ -86,3 +92,22 @@ def test_boundary_alone_grants_nothing():
 def test_unknown_exact_action_is_kept_as_written():
     granted, _, _ = effective(stmt(["newservice:BrandNewAction"]))
     assert granted == {"newservice:BrandNewAction"}
+
+
+def test_boundary_records_which_statement_lets_each_permission_through():
+    expansion = effective_grants(
+        [stmt(["s3:*"]), stmt(["s3:Get*"], layer="boundary", source="b1"), stmt(["s3:List*"], layer="boundary")],
+        aws_catalog(),
+    )
+    assert {c.source for c in expansion.granted["s3:GetObject"].caps} == {"b1"}
+    assert expansion.boundary_sources == ["b1", "p"]
+    assert "s3:PutObject" in expansion.removed_by_boundary
+
+
+def test_conditional_grant_keeps_its_statement():
+    condition = '{"StringEquals": {"aws:RequestedRegion": "eu-west-1"}}'
+    expansion = effective_grants([stmt(["ec2:RunInstances"], condition=condition)], aws_catalog())
+    (grant,) = expansion.granted["ec2:RunInstances"].statements
+    assert grant.condition == condition and grant.condition_json() == {
+        "StringEquals": {"aws:RequestedRegion": "eu-west-1"}
+    }

@@ -1,27 +1,24 @@
 """The bundled demo account: facts about its agents that any correct audit must report."""
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from auditor.audit import AuditOptions, analyze, gather
 from auditor.aws_policy import allows
 from auditor.connectors.aws.files import AwsFiles
-from auditor.connectors.base import AuditRequest
-from auditor.emit.policies import aws_policies
-from auditor.ruleset import load_rules
-from auditor.selection import AgentSelector
+from auditor.emit.base import all_policies
+from conftest import audit
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "aws"
+AFTER_THE_FIXTURE = datetime(2026, 11, 21, tzinfo=UTC)  # its newest event is 2026-11-20T23:59:46Z
 
 
 @pytest.fixture(scope="module")
 def result():
-    rules = load_rules()
-    request = AuditRequest(days=30, until=None, selector=AgentSelector(), rule_dirs=rules.dirs)
-    return analyze(gather([AwsFiles.from_dir(FIXTURE)], request), rules, AuditOptions())
+    return audit(AwsFiles.from_dir(FIXTURE), now=AFTER_THE_FIXTURE)
 
 
 def findings(result, name):
@@ -43,7 +40,9 @@ def test_support_bot_is_an_admin_using_two_tables(result):
     assert {"admin-grant", "privilege-escalation", "unused-destructive"} <= kinds
     used = {a for a, s in states(result, "support-bot").items() if s == "used"}
     assert used == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:DescribeTable"}
-    (policy,) = [p for p in aws_policies(result) if p.name == "support-bot"]
+    (policy,) = [p for p in all_policies(result) if p.provider == "aws" and p.name == "support-bot"]
+    assert policy.folder == "policies/aws/123456789012/role/support-bot"
+    assert [f.path.rsplit("/", 1)[-1] for f in policy.files] == ["policy.json"]
     documents = [json.loads(f.content) for f in policy.files]
     orders = "arn:aws:dynamodb:us-east-1:123456789012:table/Orders"
     assert allows(documents, "dynamodb:GetItem", orders)
@@ -72,5 +71,12 @@ def test_data_agent_boundary_and_deny_limit_the_grant(result):
 
 def test_the_fixture_window_is_fully_covered(result):
     (row,) = result.data.coverage.iter_rows(named=True)
-    assert row["days_with_events"] >= 30
+    assert row["account"] == "123456789012" and row["days_with_events"] >= 30
     assert not any("no events for" in r for r in result.data.observability["reason"])
+    assert result.data.gaps.is_empty()
+
+
+def test_the_window_ends_at_the_newest_event(result):
+    window = result.window("aws")
+    assert window.end == datetime(2026, 11, 20, 23, 59, 46, tzinfo=UTC) and window.days == 30
+    assert "newest CloudTrail event" in window.basis and result.window("gcp") is None

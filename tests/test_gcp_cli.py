@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from gcp_builders import account, binding, entry, policy, role, sa, write_snapshot
 
+from conftest import one_line_error
+from conftest import run_cli as run
+
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "gcp"
 BOT = sa("bot")
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "auditor", *args], capture_output=True, text=True)
 
 
 def small(tmp: Path) -> Path:
@@ -47,24 +44,27 @@ def test_single_file_options_take_the_project_from_the_logs(tmp_path):
         str(tmp_path / "out"),
         "-q",
     )
-    assert result.returncode == 0, result.stderr
+    assert result.code == 0, result.err
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [(i["account"], i["name"]) for i in report["identities"]] == [
         ("acme-agents-prod", "ops-agent@acme-agents-prod.iam.gserviceaccount.com")
     ]
+    assert report["identities"][0]["policy_folder"] == "policies/gcp/acme-agents-prod/service_account/ops-agent"
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):
     root = small(tmp_path)
     (root / "policies" / "projects" / "p1.json").write_text("{oops")
-    result = run("audit", "--gcp-dir", str(root), "--out", str(tmp_path / "out"))
-    assert result.returncode == 2
-    (line,) = result.stderr.strip().splitlines()
+    line = one_line_error(run("audit", "--gcp-dir", str(root), "--out", str(tmp_path / "out")))
     assert line.startswith("auditor: error: ") and "p1.json: invalid JSON" in line
-    result = run("audit", "--gcp-policy", str(root / "policies" / "projects" / "p1.json"), "--out", str(tmp_path))
-    assert result.returncode == 2 and "--gcp-policy, --gcp-roles and --gcp-logs go together" in result.stderr
-    result = run("audit", "--gcp-dir", str(root), "--bigquery-table", "a.b.c", "--out", str(tmp_path / "out"))
-    assert result.returncode == 2 and "--bigquery-table needs --gcp-project" in result.stderr
+    line = one_line_error(run("audit", "--gcp-policy", str(root / "policies" / "projects" / "p1.json"), "--out", str(tmp_path)))
+    assert "--gcp-policy, --gcp-roles and --gcp-logs go together" in line
+    line = one_line_error(run("audit", "--gcp-dir", str(root), "--bigquery-table", "a.b.c", "--out", str(tmp_path / "out")))
+    assert "--bigquery-table needs --gcp-project" in line
+    line = one_line_error(
+        run("audit", "--gcp-project", "a", "--gcp-project", "b", "--gcp-snapshot", str(tmp_path / "s"), "--out", "o")
+    )
+    assert "--gcp-snapshot takes one --gcp-project" in line
 
 
 def test_malformed_log_lines_are_input_problems_and_fatal_with_strict(tmp_path):
@@ -73,10 +73,8 @@ def test_malformed_log_lines_are_input_problems_and_fatal_with_strict(tmp_path):
         json.dumps(entry(BOT, "2026-11-15T00:00:00Z", [("a.b.c", True)])) + "\n{broken\n"
     )
     result = run("audit", "--gcp-dir", str(root), "--out", str(tmp_path / "out"), "-q")
-    assert result.returncode == 0, result.stderr
+    assert result.code == 0, result.err
     gaps = json.loads((tmp_path / "out" / "report.json").read_text())["gaps"]
     assert any(g["scope"].endswith("sink.ndjson") and "line 2" in g["reason"] for g in gaps)
-    result = run("audit", "--gcp-dir", str(root), "--out", str(tmp_path / "out2"), "--strict")
-    assert result.returncode == 2
-    (line,) = result.stderr.strip().splitlines()
+    line = one_line_error(run("audit", "--gcp-dir", str(root), "--out", str(tmp_path / "out2"), "--strict"))
     assert "sink.ndjson: 1 malformed log entry skipped, first line 2" in line

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from auditor.connectors.gcp.coverage import AuditLogConfig, observability_rows
 from auditor.connectors.gcp.rules import GcpRules
-from auditor.ruleset_files import rule_dirs
+from conftest import RULES as ALL_RULES
 
-RULES = GcpRules.load(rule_dirs())
+RULES = GcpRules.of(ALL_RULES)
 WINDOW = ("2026-11-01T00:00:00Z", "2026-11-30T23:59:59Z")
 PERMS = [
     "compute.instances.stop",  # ADMIN_WRITE: always logged

@@ -17,10 +17,10 @@ from auditor.connectors.gcp.iam import (
 )
 from auditor.connectors.gcp.rules import GcpRules
 from auditor.errors import InputError
-from auditor.ruleset_files import rule_dirs
 from auditor.selection import AgentSelector
+from conftest import RULES as ALL_RULES
 
-RULES = GcpRules.load(rule_dirs())
+RULES = GcpRules.of(ALL_RULES)
 BOT = sa("bot")
 ROLES = {
     "roles/editor": role("roles/editor", "compute.instances.stop", "storage.objects.create"),
@@ -81,11 +81,21 @@ def test_grants_one_row_per_binding_member_with_origin_and_condition(tmp_path):
     assert editor["source_kind"] == "admin-role" and editor["resources"] == ["projects/p1"]
     assert editor["actions"] == ["compute.instances.stop", "storage.objects.create"]
     assert json.loads(rows["projects/p1/roles/custom on projects/p1"]["condition"]) == condition
+    assert (editor["policy"], editor["scope"], editor["member"]) == ("roles/editor", "projects/p1", f"serviceAccount:{BOT}")
+    inherited = rows["roles/logging.viewer on folders/9 (inherited)"]
+    assert (inherited["policy"], inherited["scope"]) == ("roles/logging.viewer", "folders/9")
     (identity,) = grants.identities.iter_rows(named=True)
     assert identity["is_agent"] and identity["selected_by"] == "tag agent=true"
-    attributes = json.loads(identity["attributes"])
-    assert attributes["sole_member"] == ["projects/p1#/bindings/1/members/0", "folders/9#/bindings/0/members/0"]
-    assert attributes["policy_etags"]["projects/p1"] == "BwXYZ123abc="
+    assert identity["member"] == f"serviceAccount:{BOT}" and identity["kind"] == "service_account"
+    assert identity["tags"] == [{"key": "agent", "value": "true"}] and identity["path"] is None
+    assert json.loads(identity["attributes"]) == {"description": "agent=true"}  # display only
+    (custom,) = grants.managed.iter_rows(named=True)  # the custom role a re-run updates
+    assert (custom["account"], custom["kind"], custom["name"], custom["id"]) == (
+        "p1",
+        "role",
+        "custom",
+        "projects/p1/roles/custom",
+    )
 
 
 def test_deleted_accounts_and_service_agents_are_reported_not_audited(tmp_path):
@@ -106,9 +116,10 @@ def test_deleted_accounts_and_service_agents_are_reported_not_audited(tmp_path):
     ids = {r["identity"]: r for r in grants.identities.iter_rows(named=True)}
     assert not any(r["is_agent"] for r in ids.values())
     assert ids[BOT]["selected_by"].startswith("deleted service account")
+    assert ids[BOT]["kind"] == "deleted_service_account" and not ids[BOT]["service_linked"]
+    assert "remove the bindings" in ids[BOT]["selected_by"] and "roles/editor on projects/p1" in ids[BOT]["selected_by"]
     assert ids[agent]["selected_by"].startswith("Google-managed service agent")
-    (gap,) = grants.gaps.iter_rows(named=True)
-    assert gap["severity"] == "warning" and "deleted service account still bound" in gap["reason"]
+    assert grants.gaps.is_empty()  # a deleted account is reported through selected_by, not as an input problem
 
 
 def test_a_role_without_definition_is_a_gap_naming_the_export_command(tmp_path):

@@ -10,11 +10,10 @@ import pytest
 from auditor.catalog import Catalog
 from auditor.connectors.gcp.rules import GcpRules
 from auditor.matching import has_wildcard
-from auditor.ruleset import load_rules
-from auditor.ruleset_files import builtin_rules_dir, load_yaml, rule_dirs
+from auditor.ruleset import builtin_rules_dir, load_yaml
+from conftest import RULES
 
-RULES = load_rules()
-GCP = GcpRules.load(rule_dirs())
+GCP = GcpRules.of(RULES)
 PERMISSION = re.compile(r"^[a-z][a-zA-Z0-9]*(\.[a-zA-Z0-9]+){2,}$")
 
 

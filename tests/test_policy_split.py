@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from auditor.aws_policy import allows
 from auditor.catalog import aws_catalog
-from auditor.emit.aws_iam_policy import MANAGED_POLICY_LIMIT, pack
+from auditor.emit.aws_policy import MANAGED_POLICY_LIMIT, pack
 
 ACTIONS = sorted(aws_catalog().access_levels)
 
@@ -38,5 +38,7 @@ def test_every_document_fits_and_together_they_allow_the_same(statements, with_d
     assert kept == {a for s in statements for a in s["Action"]}
 
 
-def test_nothing_to_allow_gives_no_document():
-    assert pack([], [deny]) == []
+def test_nothing_at_all_gives_no_document_and_denies_alone_stay_in_force():
+    assert pack([], []) == []  # AWS rejects a policy without statements
+    (only,) = pack([], [deny])  # a dormant identity keeps its explicit denies (denies.json)
+    assert only == {"Version": "2012-10-17", "Statement": [deny]}

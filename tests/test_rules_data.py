@@ -9,7 +9,8 @@ import pytest
 
 from auditor.catalog import Catalog, aws_catalog
 from auditor.matching import any_glob_regex, has_wildcard, matches
-from auditor.ruleset_files import builtin_rules_dir, load_yaml
+from auditor.ruleset import builtin_rules_dir, load_yaml
+from conftest import RULES as LOADED
 
 RULES = builtin_rules_dir()
 FILES = ["aws/event_mapping.yaml", "aws/observability.yaml", "destructive.yaml", "privesc.yaml"]
@@ -338,8 +339,14 @@ def test_privesc_covers_rhino_and_later_methods(data) -> None:
 
 
 def test_rule_counts(data) -> None:
-    print(
-        f"\n{len(data['destructive.yaml']['rules'])} destructive rules, "
-        f"{len(data['privesc.yaml']['methods'])} privesc methods, "
-        f"{sum(len(t) for t in data['aws/event_mapping.yaml']['events'].values())} typed event exceptions"
-    )
+    """The loader keeps every shipped rule (none silently dropped or merged by id), and there are enough."""
+    rules = data["destructive.yaml"]["rules"]
+    methods = data["privesc.yaml"]["methods"]
+    events = sum(len(t) for t in data["aws/event_mapping.yaml"]["events"].values())
+    print(f"\n{len(rules)} destructive rules, {len(methods)} privesc methods, {events} typed event exceptions")
+    enabled = [r for r in rules if not r.get("disabled")]
+    assert len(LOADED.destructive) == len(enabled) == len({r["id"] for r in enabled})
+    assert {r.id for r in LOADED.destructive} == {r["id"] for r in enabled}
+    assert len(LOADED.escalation) == len([m for m in methods if not m.get("disabled")])
+    assert len({r.provider for r in LOADED.destructive}) >= 2  # aws and gcp
+    assert len(enabled) >= 10 and len(methods) >= 40 and events >= 100
