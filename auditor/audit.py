@@ -103,7 +103,7 @@ def run_audit(config: AuditConfig, progress: Progress = no_progress) -> AuditRes
             "fix the input, or drop --strict to audit what could be read",
         )
     result = diff(data, rules, now)
-    findings = build_findings(data, result, rules)
+    findings = build_findings(data, result, rules, now)
     return AuditResult(data, rules, options, result.permissions, findings, tuple(result.identities), now)
 
 

@@ -20,11 +20,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import polars as pl
 
 from auditor.catalog import Catalog
+from auditor.conditions import Verdict, evaluate
 from auditor.model import UTC_TIME, AuditInput
 from auditor.ruleset import Rules
 
@@ -122,6 +124,7 @@ class Effective:
     removed_by_deny: dict[str, str]
     removed_by_boundary: set[str]
     boundary_sources: list[str]
+    expired: tuple[tuple[Statement, str], ...] = ()  # statements whose condition can never hold again, and why
 
 
 @dataclass
@@ -163,8 +166,19 @@ class DiffResult:
     identities: list[IdentityAudit]
 
 
-def effective_grants(statements: Sequence[Statement], catalog: Catalog) -> Effective:
-    """Expand statements to concrete permissions and apply Deny and the boundary."""
+def effective_grants(statements: Sequence[Statement], catalog: Catalog, now: datetime | None = None) -> Effective:
+    """Expand statements to concrete permissions and apply Deny and the boundary. With ``now``, an
+    Allow whose condition can never be true again (an expiry in the past) grants nothing: it is
+    listed as expired instead (a Deny is kept whatever its condition: keeping it is the safe side)."""
+    expired = tuple(
+        (s, verdict.reason)
+        for s in statements
+        if s.effect == "Allow" and s.condition and now is not None
+        for verdict in [_verdict(s.condition, now)]
+        if verdict.status == "never"
+    )
+    dead = {s for s, _ in expired}
+    statements = [s for s in statements if s not in dead]
     allowed: dict[str, Grant] = defaultdict(Grant)
     for stmt in statements:
         if stmt.layer == "identity" and stmt.effect == "Allow":
@@ -192,8 +206,18 @@ def effective_grants(statements: Sequence[Statement], catalog: Catalog) -> Effec
         for action in removed_by_boundary:
             del allowed[action]
     return Effective(
-        tuple(statements), dict(allowed), removed_by_deny, removed_by_boundary, sorted({s.source for s in boundary})
+        (*statements, *dead),
+        dict(allowed),
+        removed_by_deny,
+        removed_by_boundary,
+        sorted({s.source for s in boundary}),
+        expired,
     )
+
+
+@lru_cache(maxsize=4096)
+def _verdict(condition: str, now: datetime) -> Verdict:
+    return evaluate(condition, now)
 
 
 def _statement(row: dict[str, Any]) -> Statement:
@@ -434,7 +458,7 @@ def diff(data: AuditInput, rules: Rules, now: datetime | None = None) -> DiffRes
         signature = _signature(by_identity.get((provider, identity), ()))
         expansion = expansions.get((provider, signature))
         if expansion is None:
-            expansion = expansions[(provider, signature)] = effective_grants(signature, data.catalogs[provider])
+            expansion = expansions[(provider, signature)] = effective_grants(signature, data.catalogs[provider], now)
         audits.append(
             IdentityAudit(
                 provider,

@@ -48,9 +48,9 @@ from auditor.catalog import Catalog
 from auditor.conditions import Verdict, evaluate
 from auditor.errors import RuleError
 from auditor.matching import glob_covers, globs_intersect, has_wildcard, matches
+from auditor.severity import SEVERITIES
 
 PROVIDERS = ("aws", "gcp", "azure")
-SEVERITIES = ("info", "low", "medium", "high", "critical")  # as auditor.ruleset
 #: Where a required action works (``works_on: {ACTION: {target: KIND}}``; described in rules/privesc.yaml).
 KINDS = frozenset(
     {

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import polars as pl
 
-from auditor.catalog import Catalog
+from auditor.catalog import Catalog, aws_resource_arn_formats
 from auditor.diff import DiffResult, IdentityAudit, wildcard_patterns
+from auditor.escalation import (
+    AdminClass,
+    EscalationPath,
+    Principal,
+    classify_admin,
+    find_paths,
+    statements_from_grants,
+    trust_from_rows,
+)
 from auditor.model import AuditInput
 from auditor.ruleset import SEVERITY_RANK, Rules
 
@@ -66,66 +76,94 @@ def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
-def _grant_findings(out: _Collector, audit: IdentityAudit, sev: Mapping[str, str], catalog: Catalog) -> None:
-    admin = [s for s in audit.statements if s.layer == "identity" and s.is_admin]
-    if admin:
-        capped = bool(audit.boundary_sources)
-        detail = f"capped by permissions boundary {', '.join(audit.boundary_sources)}" if capped else None
-        sources = sorted({s.source for s in admin})
-        basic = all(s.source_kind == "admin-role" for s in admin)
+def _grant_findings(
+    out: _Collector, audit: IdentityAudit, sev: Mapping[str, str], catalog: Catalog, admin: AdminClass | None
+) -> None:
+    """Admin and wildcard grants, judged on the effective grant: a Deny or a boundary that takes the
+    power away leaves no admin finding, a ``NotAction`` grant short of IAM writes is broad, not admin."""
+    live = set(audit.statements) - {s for s, _ in audit.expansion.expired}
+    basic = sorted({s.source for s in live if s.source_kind == "admin-role" and s.effect == "Allow"})
+    conditions = f" (if: {'; '.join(admin.conditions)})" if admin and admin.conditions else ""
+    if admin is not None and admin.level == "admin":
+        out.add("admin-grant", sev["admin-grant"], f"full administrator grant: {admin.reason}{conditions}", [])
+    elif basic and audit.effective:
         out.add(
             "admin-grant",
-            _cap(sev["admin-grant"], "medium") if capped else sev["admin-grant"],
-            f"{'basic role granting nearly every permission' if basic else 'full administrator grant'} "
-            f"from {', '.join(sources)}",
+            sev["admin-grant"],
+            f"basic role granting nearly every permission from {', '.join(basic)}",
             [],
-            detail=detail,
         )
-    wild = wildcard_patterns(audit.statements, catalog)
-    if wild:
+    wild = wildcard_patterns(live, catalog)
+    if admin is not None and admin.level == "broad":
+        out.add("wildcard-grant", sev["wildcard-grant"], f"broad grant: {admin.reason}{conditions}", wild)
+    elif wild:
         out.add("wildcard-grant", sev["wildcard-grant"], f"wildcard grants: {', '.join(wild)}", wild)
 
 
-def _escalation_findings(
-    out: _Collector, audit: IdentityAudit, rules: Rules, states: dict[str, str], catalog: Catalog
-) -> None:
-    """One finding per identity listing every escalation method whose permissions are all granted."""
-    fired: list[tuple[str, str, str, list[str]]] = []
-    for method in rules.methods_for(audit.provider):
-        hits: list[str] = []
-        for pattern in method.requires:
-            granted = sorted(catalog.expand([pattern]) & audit.effective.keys())
-            if pattern in method.resource_star:
-                granted = [
-                    a
-                    for a in granted
-                    if any("*" in s.resources and not s.condition for s in audit.effective[a].statements)
-                ]
-            if not granted:
-                break
-            hits += granted
-        else:
-            fired.append((method.id, method.severity, method.reason, hits))
-    if not fired:
+def _escalation_findings(out: _Collector, paths: Sequence[EscalationPath], states: Mapping[str, str]) -> None:
+    """One finding per identity listing every escalation path it can really use."""
+    if not paths:
         return
-    fired.sort(key=lambda m: (-SEVERITY_RANK[m[1]], m[0]))
-    lines = []
-    for method_id, _, reason, hits in fired:
-        used = sorted(a for a in hits if states.get(a) == "used")
-        lines.append(f"{method_id}: {reason}" + (f" (used: {', '.join(used)})" if used else ""))
+    ranked = sorted(paths, key=lambda p: (-SEVERITY_RANK[p.severity], p.method, p.via))
+    lines, actions = [], set()
+    for path in ranked:
+        mine = {g.action for g in path.grants}
+        actions |= mine
+        used = sorted(a for a in mine if states.get(a) == "used")
+        lines.append(path.describe() + (f" (used: {', '.join(used)})" if used else ""))
+    methods = list(dict.fromkeys(p.method for p in ranked))
     title = (
-        f"{_plural(len(fired), 'privilege-escalation path')} granted: "
-        + ", ".join(m[0] for m in fired[:3])
-        + (" …" if len(fired) > 3 else "")
+        f"{_plural(len(ranked), 'privilege-escalation path')}: "
+        + ", ".join(methods[:3])
+        + (" …" if len(methods) > 3 else "")
     )
-    out.add(
-        "privilege-escalation",
-        fired[0][1],
-        title,
-        sorted({a for m in fired for a in m[3]}),
-        rule=",".join(m[0] for m in fired),
-        detail="; ".join(lines),
-    )
+    out.add("privilege-escalation", ranked[0].severity, title, sorted(actions), ",".join(methods), "; ".join(lines))
+
+
+def _principals(data: AuditInput, provider: str) -> list[Principal]:
+    """Every identity of one provider as the escalation engine sees it (agents and the others:
+    they are the targets and the links of role chains)."""
+    grants: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in data.grants.filter(pl.col("provider") == provider).iter_rows(named=True):
+        grants[row["identity"]].append(row)
+    trusts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in data.trusts.filter(pl.col("provider") == provider).iter_rows(named=True):
+        trusts[row["identity"]].append(row)
+    found = []
+    for ident in data.identities.filter(pl.col("provider") == provider).iter_rows(named=True):
+        kind = ident["kind"] if ident["kind"] in ("role", "user", "group", "service_account") else "user"
+        found.append(
+            Principal(
+                provider,
+                ident["identity"],
+                ident["account"],
+                kind,
+                statements_from_grants(grants.get(ident["identity"], ())),
+                trust_from_rows(trusts.get(ident["identity"], ())),
+                tuple(ident["groups"] or ()),
+                tuple(ident["instance_profiles"] or ()),
+            )
+        )
+    return found
+
+
+def escalation_paths(
+    data: AuditInput, result: DiffResult, rules: Rules, now: datetime
+) -> tuple[dict[tuple[str, str], list[EscalationPath]], dict[tuple[str, str], AdminClass | None]]:
+    """(paths, admin class) of every audited identity, per (provider, identity)."""
+    paths: dict[tuple[str, str], list[EscalationPath]] = {}
+    admin: dict[tuple[str, str], AdminClass | None] = {}
+    for provider in sorted({a.provider for a in result.identities}):
+        catalog = data.catalogs[provider]
+        principals = _principals(data, provider)
+        formats = aws_resource_arn_formats() if provider == "aws" else None
+        found = find_paths(principals, rules.methods_for(provider), catalog, now, formats)
+        by_id = {p.id: p for p in principals}
+        for audit in (a for a in result.identities if a.provider == provider):
+            paths[(provider, audit.identity)] = found.get(audit.identity, [])
+            principal = by_id.get(audit.identity)
+            admin[(provider, audit.identity)] = classify_admin(principal, catalog, now) if principal else None
+    return paths, admin
 
 
 def _state_findings(out: _Collector, perms: pl.DataFrame, sev: Mapping[str, str]) -> None:
@@ -193,9 +231,10 @@ def _state_findings(out: _Collector, perms: pl.DataFrame, sev: Mapping[str, str]
         )
 
 
-def build_findings(data: AuditInput, result: DiffResult, rules: Rules) -> pl.DataFrame:
+def build_findings(data: AuditInput, result: DiffResult, rules: Rules, now: datetime) -> pl.DataFrame:
     rows: list[dict[str, Any]] = []
     sev = rules.severities
+    paths, admin = escalation_paths(data, result, rules, now)
     perms_by_identity = result.permissions.partition_by(["provider", "identity"], as_dict=True)
     unmapped = data.unmapped.group_by(["provider", "identity"]).agg(
         pl.col("event").unique().sort(), pl.col("calls").sum()
@@ -213,8 +252,9 @@ def build_findings(data: AuditInput, result: DiffResult, rules: Rules) -> pl.Dat
         if perms is None:
             perms = result.permissions.clear()
         states = dict(zip(perms["action"], perms["state"], strict=True))
-        _grant_findings(out, audit, sev, data.catalogs[audit.provider])
-        _escalation_findings(out, audit, rules, states, data.catalogs[audit.provider])
+        key = (audit.provider, audit.identity)
+        _grant_findings(out, audit, sev, data.catalogs[audit.provider], admin.get(key))
+        _escalation_findings(out, paths.get(key, []), states)
         if not audit.any_activity and (audit.provider, audit.account) not in blind:
             window = data.windows.get(audit.provider)
             span = (

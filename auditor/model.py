@@ -39,6 +39,8 @@ IDENTITIES = {
     "service_linked": pl.Boolean,  # managed by the cloud itself: never audited
     "disabled": pl.Boolean,
     "member": pl.Utf8,  # how policies name it (GCP "serviceAccount:x@p.iam.gserviceaccount.com")
+    "groups": pl.List(pl.Utf8),  # AWS users: the ARNs of their groups (groups are identities of kind "group")
+    "instance_profiles": pl.List(pl.Utf8),  # AWS roles: the instance profiles holding them (EC2 can run as them)
     "notes": pl.List(pl.Utf8),  # facts for the report (impersonation chains, disabled, ...)
     "attributes": pl.Utf8,  # JSON of extras shown in the report only (description, ...)
 }

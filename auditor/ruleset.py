@@ -23,11 +23,13 @@ import yaml
 
 from auditor.catalog import Catalog
 from auditor.errors import RuleError
+from auditor.escalation import EscalationMethod, parse_method
 from auditor.matching import any_glob_regex
+from auditor.severity import SEVERITIES, SEVERITY_RANK
 
-SEVERITIES = ("info", "low", "medium", "high", "critical")
-SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 CATEGORIES = ("destroy", "privilege", "exposure", "evasion", "credentials")
+__all__ = ["SEVERITIES", "SEVERITY_RANK", "Rules", "load"]
+
 FINDING_KINDS = (
     "admin-grant",
     "privilege-escalation",
@@ -67,16 +69,6 @@ class DestructiveRule:
         if self.access_levels is not None and access_level not in self.access_levels:
             return False
         return self._match.fullmatch(action) is not None and self._except.fullmatch(action) is None
-
-
-@dataclass(frozen=True)
-class EscalationMethod:
-    id: str
-    provider: str
-    severity: str
-    reason: str
-    requires: tuple[str, ...]
-    resource_star: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,21 +192,6 @@ def _destructive_rule(entry: Any, where: str) -> DestructiveRule:
     )
 
 
-def _method(entry: Any, where: str) -> EscalationMethod:
-    requires = tuple(strings(entry.get("requires") if isinstance(entry, dict) else None, f"{where} requires", True))
-    star = tuple(strings(entry.get("resource_star"), f"{where} resource_star"))
-    if not set(star) <= set(requires):
-        raise RuleError(f"{where}: resource_star must list actions from requires")
-    return EscalationMethod(
-        id=require(entry, "id", str, where),
-        provider=require(entry, "provider", str, where),
-        severity=_severity(entry, where),
-        reason=require(entry, "reason", str, where),
-        requires=requires,
-        resource_star=star,
-    )
-
-
 def _by_id(layers: Sequence[Layer], key: str, build: Callable[[Any, str], T]) -> list[T]:
     """Entries of ``key`` across layers: a later id replaces, ``disabled: true`` removes."""
     by_id: dict[str, T] = {}
@@ -293,7 +270,7 @@ def load(extra_dirs: Sequence[Path] = ()) -> Rules:
     documents = _documents(dirs)
     return Rules(
         destructive=tuple(_by_id(documents.get("destructive.yaml", ()), "rules", _destructive_rule)),
-        escalation=tuple(_by_id(documents.get("privesc.yaml", ()), "methods", _method)),
+        escalation=tuple(_by_id(documents.get("privesc.yaml", ()), "methods", parse_method)),
         severities=_severities(documents.get("findings.yaml", ())),
         dirs=dirs,
         documents=documents,

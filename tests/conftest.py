@@ -105,6 +105,8 @@ def identity(
         "tags": [],
         "service_linked": False,
         "disabled": False,
+        "groups": [],
+        "instance_profiles": [],
         "notes": [],
         **extra,
     }

@@ -107,6 +107,13 @@ def _tags(value: Any) -> list[tuple[str, str]]:
     ]
 
 
+def _instance_profiles(role: Mapping[str, Any]) -> list[str]:
+    profiles = role.get("InstanceProfileList")
+    if not isinstance(profiles, list):
+        return []
+    return [p["Arn"] for p in profiles if isinstance(p, dict) and isinstance(p.get("Arn"), str)]
+
+
 def _version_order(version: Mapping[str, Any]) -> tuple[int, str]:
     text = str(version.get("VersionId") or "")
     return (int(text[1:]) if text[1:].isdigit() else 0, text)
@@ -299,6 +306,8 @@ class AuthorizationDetails:
                         "service_linked": service_linked,
                         "disabled": False,
                         "member": None,
+                        "groups": self._group_arns(entity) if kind == "user" else [],
+                        "instance_profiles": _instance_profiles(entity) if kind == "role" else [],
                         "notes": [],
                         "attributes": None,
                     }
@@ -306,6 +315,11 @@ class AuthorizationDetails:
                 grants += self._entity_grants(kind, account, arn, name, entity)
                 if kind == "role":
                     trusts += self._trust_rows(account, arn, entity.get("AssumeRolePolicyDocument"))
+        for group in self.groups.values():
+            identities_row, rows = self._group(group)
+            if identities_row is not None:
+                identities.append(identities_row)
+                grants += rows
         return GrantSet(
             identities=model.frame(identities, model.IDENTITIES),
             grants=model.frame(grants, model.GRANTS),
@@ -313,6 +327,36 @@ class AuthorizationDetails:
             managed=model.frame(self._managed_rows(), model.MANAGED),
             gaps=model.frame(self.gaps, model.GAPS),
         )
+
+    def _group_arns(self, user: Mapping[str, Any]) -> list[str]:
+        names = user.get("GroupList")
+        found = (self.groups.get(n) for n in names if isinstance(n, str)) if isinstance(names, list) else ()
+        return [g["Arn"] for g in found if g is not None and isinstance(g.get("Arn"), str)]
+
+    def _group(self, group: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """A group as an identity of its own (never an agent: the targets of group-based escalation)."""
+        arn = group.get("Arn")
+        if not isinstance(arn, str) or arn.count(":") < 5:
+            return None, []
+        account = arn.split(":")[4]
+        row = {
+            "provider": "aws",
+            "account": account,
+            "identity": arn,
+            "name": _text(group.get("GroupName")) or arn.rsplit("/", 1)[-1],
+            "kind": "group",
+            "path": _text(group.get("Path")) or "/",
+            "is_agent": False,
+            "tags": [],
+            "service_linked": False,
+            "disabled": False,
+            "groups": [],
+            "instance_profiles": [],
+            "notes": [],
+        }
+        grants = self._inline(account, arn, group.get("GroupPolicyList"), arn, "inline")
+        grants += self._managed(account, arn, group.get("AttachedManagedPolicies"))
+        return row, grants
 
     def _trust_rows(self, account: str, arn: str, document: Any) -> list[dict[str, Any]]:
         if document is None:

@@ -316,6 +316,8 @@ def _identity_row(
         "service_linked": excluded and principal.kind == "service_account",
         "disabled": disabled,
         "member": entry.member,
+        "groups": [],
+        "instance_profiles": [],
         "notes": ["the service account is disabled"] if disabled else [],
         "attributes": json.dumps({"description": description}, sort_keys=True) if description else None,
     }
