@@ -44,6 +44,7 @@ UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _READ_CHUNK = 1 << 20
 _GZIP_WBITS = 31  # 16 + 15: gzip header and trailer
+_ZEROS = re.compile(rb"\x00*")
 
 
 class NotRegularFile(InputError):
@@ -103,13 +104,15 @@ def _too_large(path: Path | str, cap: int) -> InputTooLarge:
     )
 
 
-def _read_fd(fd: int, path: Path, limit: int) -> bytes:
-    """At most ``limit`` bytes from ``fd`` (one more means the file is too large)."""
+def _read_fd(fd: int, path: Path, limit: int, expected: int = 0) -> bytes:
+    """At most ``limit + 1`` bytes from ``fd`` (more than ``limit`` means too large); ``expected``
+    (the size ``fstat`` gave) lets a regular file be read in one call."""
     chunks: list[bytes] = []
     total = 0
     while total <= limit:
+        want = min(expected + 1 - total if total <= expected else _READ_CHUNK, limit + 1 - total)
         try:
-            chunk = os.read(fd, min(_READ_CHUNK, limit + 1 - total))
+            chunk = os.read(fd, want)
         except OSError as exc:
             raise InputError(f"{path}: cannot read ({exc.strerror})") from None
         if not chunk:
@@ -126,7 +129,7 @@ def read_input(path: Path, cap: int = DEFAULT_CAP) -> bytes:
     try:
         if size > cap:
             raise _too_large(path, cap)
-        raw = _read_fd(fd, path, cap)
+        raw = _read_fd(fd, path, cap, size)
     finally:
         os.close(fd)
     if len(raw) > cap:
@@ -141,7 +144,7 @@ def read_head(path: Path, size: int = HEAD_BYTES) -> bytes:
     transcoded), reading only as much of the file as that takes; for recognising a file by content."""
     fd, _ = _open_regular(path)
     try:
-        raw = _read_fd(fd, path, size - 1)
+        raw = _read_fd(fd, path, size - 1, size - 1)
         if raw[:2] == GZIP_MAGIC:
             raw = _inflate_head(fd, raw, size)
     finally:
@@ -167,28 +170,32 @@ def _inflate_head(fd: int, compressed: bytes, size: int) -> bytes:
 def gunzip(raw: bytes, path: Path | str, cap: int = DEFAULT_CAP) -> bytes:
     """Every member of a gzip file, concatenated, inflated in bounded steps: stops with
     :class:`InputTooLarge` past ``cap`` bytes, so memory never grows far beyond the cap."""
-    members: list[bytes] = []
-    total = 0
-    rest = raw
-    while True:
-        member, rest = _inflate_member(rest, path, cap, total)
-        members.append(member)
-        total += len(member)
-        rest = rest.lstrip(b"\x00")  # some writers pad a gzip file with zeros
-        if not rest:
-            break
-        if rest[:2] != GZIP_MAGIC:
-            raise InputError(f"{path}: trailing data after the gzip stream", "re-download the file")
-    return members[0] if len(members) == 1 else b"".join(members)
-
-
-def _inflate_member(raw: bytes, path: Path | str, cap: int, total: int) -> tuple[bytes, bytes]:
-    """One gzip member at the start of ``raw`` and the bytes after it; ``total`` bytes came before."""
-    inflater = _inflate.decompressobj(_GZIP_WBITS)
     parts: list[bytes] = []
-    pending = raw
+    start = total = 0
+    while True:
+        start, total = _inflate_member(raw, start, path, cap, total, parts)
+        start = _ZEROS.match(raw, start).end()  # type: ignore[union-attr]  # some writers pad with zeros
+        if start >= len(raw):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        if raw[start : start + 2] != GZIP_MAGIC:
+            raise InputError(f"{path}: trailing data after the gzip stream", "re-download the file")
+
+
+def _inflate_member(
+    raw: bytes, start: int, path: Path | str, cap: int, total: int, parts: list[bytes]
+) -> tuple[int, int]:
+    """Inflates the gzip member at ``raw[start:]`` onto ``parts``, feeding it bounded chunks (so a file
+    of thousands of members is not copied once per member); returns where it ends and the new total."""
+    view = memoryview(raw)
+    inflater = _inflate.decompressobj(_GZIP_WBITS)
+    pos, pending = start, b""
     try:
-        while pending and not inflater.eof:
+        while not inflater.eof:
+            if not pending:
+                if pos >= len(raw):
+                    raise InputError(f"{path}: truncated gzip (the stream ends early)", "re-download the file")
+                pending = view[pos : pos + _READ_CHUNK]
+                pos += len(pending)
             part = inflater.decompress(pending, cap - total + 1)
             total += len(part)
             if total > cap:
@@ -197,9 +204,7 @@ def _inflate_member(raw: bytes, path: Path | str, cap: int, total: int) -> tuple
             pending = inflater.unconsumed_tail
     except (zlib.error, _inflate.error) as exc:
         raise InputError(f"{path}: corrupt gzip ({exc})", "re-download the file") from None
-    if not inflater.eof:
-        raise InputError(f"{path}: truncated gzip (the stream ends early)", "re-download the file")
-    return (parts[0] if len(parts) == 1 else b"".join(parts)), inflater.unused_data
+    return pos - len(inflater.unused_data), total
 
 
 def as_utf8(raw: bytes, path: Path | str) -> bytes:
@@ -247,7 +252,9 @@ def walk_files(roots: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, str]
             problems.append((root, _stat_problem(root, exc)))
             continue
         if stat.S_ISREG(info.st_mode):
-            files.append(root)
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                files.append(root)
         elif stat.S_ISDIR(info.st_mode):
             _walk(root, info, files, problems, seen)
         else:
@@ -264,6 +271,7 @@ def _stat_problem(path: Path, exc: OSError) -> str:
 def _walk(
     root: Path, info: os.stat_result, files: list[Path], problems: list[tuple[Path, str]], seen: set[tuple[int, int]]
 ) -> None:
+    """Depth first, each folder's entries by name; ``seen`` holds the folders and files already met."""
     stack = [(root, info)]
     while stack:
         folder, folder_info = stack.pop()
@@ -360,6 +368,12 @@ def _scan_end(text: bytes, pos: int) -> int | None:
         if depth == 0:
             return match.end()
     return None
+
+
+def joined_lines(text: bytes) -> bytes:
+    """A newline-delimited text as one JSON array (valid only if every line holds one value): raw
+    newlines cannot occur inside JSON strings, so one decode of this reads a well-formed file."""
+    return b"[" + text.strip().replace(b"\n", b",") + b"]"
 
 
 def json_values(text: bytes) -> Iterator[tuple[int, memoryview, bool]]:

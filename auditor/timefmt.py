@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
 
-from auditor.model import Window
+if TYPE_CHECKING:
+    from auditor.model import Window
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -45,9 +46,9 @@ def window_dict(window: Window | None) -> dict[str, Any] | None:
     return {"start": iso(window.start), "end": iso(window.end), "days": round(window.days, 2), "basis": window.basis}
 
 
-#: Cap on the distinct strings :func:`event_time` remembers before it starts over.
+#: Cap on the distinct strings each :func:`event_time` cache remembers before it starts over.
 EVENT_TIME_CACHE = 1 << 16
-_WHOLE_SECOND = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d", re.ASCII)
+_MINUTE = re.compile(r"\d{4}-\d\d-\d\d[T ]([01]\d|2[0-3]):[0-5]\d", re.ASCII)
 
 
 def _is_canonical(value: str) -> bool:
@@ -68,8 +69,11 @@ def _canonical_utc(value: str) -> str | None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        try:  # RFC 3339 allows a lower-case "t" and "z"
-            moment = datetime.fromisoformat(value.upper())
+        upper = value.upper()  # RFC 3339 allows a lower-case "t" and "z"
+        if upper == value:
+            return None
+        try:
+            moment = datetime.fromisoformat(upper)
         except ValueError:
             return None
     if _is_canonical(value):
@@ -82,30 +86,47 @@ def _canonical_utc(value: str) -> str | None:
     return moment.replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
-class _Cache(dict[str, str | None]):
-    """Canonical time per string seen: a miss computes it, a full cache starts over."""
+def _is_minute(text: str) -> bool:
+    """``YYYY-MM-DDTHH:MM`` (or with a space) naming a real date, hour and minute."""
+    try:
+        return _MINUTE.fullmatch(text) is not None and date.fromisoformat(text[:10]) is not None
+    except ValueError:
+        return False
 
-    def __init__(self, compute: Callable[[str], str | None]) -> None:
+
+class _Cache(dict[str, Any]):
+    """An answer per string seen: a miss computes it, a full cache starts over."""
+
+    def __init__(self, compute: Callable[[str], Any]) -> None:
         super().__init__()
         self.compute = compute
 
-    def __missing__(self, value: str) -> str | None:
+    def __missing__(self, value: str) -> Any:
         if len(self) >= EVENT_TIME_CACHE:
             self.clear()
-        canonical = self[value] = self.compute(value) if isinstance(value, str) else None
-        return canonical
+        answer = self[value] = self.compute(value) if isinstance(value, str) else None
+        return answer
 
 
-_EVENT_TIMES = _Cache(_canonical_utc)
-_WHOLE_SECONDS = _Cache(lambda prefix: _canonical_utc(prefix + "Z") if _WHOLE_SECOND.fullmatch(prefix) else None)
+_MINUTES = _Cache(_is_minute)
+_OTHER_FORMS = _Cache(_canonical_utc)
 
 
 def event_time(value: str) -> str | None:
     """An event's time as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC, fraction dropped), from any ISO 8601 / RFC 3339
-    form; None for an impossible or unreadable time. Never raises. Answers come from a cache: by the
-    whole string, and for the common ``...SS.fffZ`` form by its whole second."""
-    if len(value) > 20 and value[19] == "." and value[-1] == "Z":
-        fraction = value[20:-1]
-        if fraction.isdigit() and fraction.isascii():
-            return _WHOLE_SECONDS[value[:19]]
-    return _EVENT_TIMES[value]
+    form; None for an impossible or unreadable time. Never raises for a string. The common
+    ``...SSZ`` and ``...SS.fffZ`` forms are checked, not parsed: their minute against a small cache,
+    their seconds by character; other forms are parsed once per distinct string (cached)."""
+    if (
+        len(value) >= 20
+        and value[-1] == "Z"
+        and value[16] == ":"
+        and value[17] in "012345"
+        and value[18] in "0123456789"
+        and _MINUTES[value[:16]]
+    ):
+        if len(value) == 20:
+            return value if value[10] == "T" else f"{value[:10]}T{value[11:]}"
+        if value[19] == "." and value[10] == "T" and value[20:-1].isdigit() and value.isascii():
+            return value[:19] + "Z"
+    return _OTHER_FORMS[value]

@@ -15,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import polars as pl
 
 from auditor import model
 from auditor.catalog import Catalog
+from auditor.errors import InputError
 from auditor.ruleset import Rules
 from auditor.selection import AgentSelector
 
@@ -128,3 +130,9 @@ class Source(Protocol):
     def inputs(self) -> tuple[str, ...]:
         """The files and APIs read, for the report."""
         ...
+
+
+def require_complete(manifest: dict[str, Any], path: Path, command: str) -> None:
+    """Refuse a snapshot whose collection started but never finished (``complete: false``)."""
+    if manifest.get("complete") is False:
+        raise InputError(f"{path}: the collection into this folder did not finish", f"rerun `{command}`")

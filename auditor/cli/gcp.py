@@ -17,7 +17,7 @@ from auditor.cli.options import Option, parse_until, tty_progress
 from auditor.connectors.base import Progress, Source
 from auditor.connectors.gcp.files import GcpFiles
 from auditor.errors import InputError
-from auditor.jsonio import load_json
+from auditor.fileio import load_json
 
 PROVIDER = "gcp"
 PANEL = "GCP"

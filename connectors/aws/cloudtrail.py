@@ -10,9 +10,8 @@ counters ever cross process boundaries, so memory does not grow with the number 
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,10 @@ import orjson
 
 from auditor.catalog import aws_catalog, aws_resource_arn_formats
 from auditor.connectors.aws.actions import ActionMapping, EventActionMapper
+from auditor.connectors.aws.cloudtrail_records import Event, Resource, decode, looks_like_cloudtrail
 from auditor.connectors.log_scan import SECONDS, EventClock, ScanCounters, fold_files, newest_event
 from auditor.errors import InputError
-from auditor.jsonio import gunzip
+from auditor.fileio import DEFAULT_CAP, read_input, walk_files
 from auditor.narrowing import NarrowingRules
 from auditor.ruleset import Rules
 
@@ -38,58 +38,6 @@ JSON_SUFFIXES = (".json.gz", ".json")
 _TRAIL_FILE_NAME = re.compile(r"^\d{12}_CloudTrail_[a-z0-9-]+_\d{8}T\d{4}Z_[A-Za-z0-9]+\.json(\.gz)?$")
 
 
-class _SessionIssuer(msgspec.Struct):
-    arn: str | None = None
-
-
-class _SessionContext(msgspec.Struct):
-    sessionIssuer: _SessionIssuer | None = None
-
-
-class _UserIdentity(msgspec.Struct):
-    type: str | None = None
-    arn: str | None = None
-    accountId: str | None = None
-    invokedBy: str | None = None
-    sessionContext: _SessionContext | None = None
-
-
-class _Resource(msgspec.Struct):
-    ARN: str | None = None
-
-
-class Event(msgspec.Struct):
-    """The fields of a CloudTrail record the audit reads; everything else is skipped unparsed."""
-
-    eventTime: str = ""
-    eventSource: str = ""
-    eventName: str = ""
-    eventType: str | None = None
-    errorCode: str | None = None
-    readOnly: bool | str | None = None
-    recipientAccountId: str | None = None
-    sessionCredentialFromConsole: str | bool | None = None
-    userIdentity: _UserIdentity | None = None
-    resources: list[_Resource] | None = None
-    requestParameters: msgspec.Raw = msgspec.Raw(b"null")  # kept unparsed: decoded only when needed
-
-
-class _LookupEvent(msgspec.Struct):
-    CloudTrailEvent: str | None = None
-
-
-class _LogFile(msgspec.Struct):
-    Records: list[Event] | None = None
-    Events: list[_LookupEvent] | None = None
-
-
-_LOG_DECODER = msgspec.json.Decoder(_LogFile)
-_RAW_FILE_DECODER = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_RAW_LIST_DECODER = msgspec.json.Decoder(list[msgspec.Raw])
-_EVENT_DECODER = msgspec.json.Decoder(Event)
-_LINE_DECODER = msgspec.json.Decoder(dict[str, msgspec.Raw])
-
-
 @dataclass(frozen=True)
 class TrailOptions:
     """What the parser needs besides the files: window bounds, the cap, which identities to keep."""
@@ -99,6 +47,7 @@ class TrailOptions:
     cap: str  # nothing can be later than this (collection time / now): later records are input problems
     identities: frozenset[str] | None  # identity ARNs to aggregate (None: all)
     rules: Rules
+    max_file_bytes: int = DEFAULT_CAP  # a log file larger than this once decompressed is skipped, listed
 
 
 @dataclass
@@ -127,100 +76,45 @@ def _capped(resources: set[str]) -> set[str] | None:
     return resources if len(resources) <= MAX_RESOURCES else None
 
 
-def is_log_file(path: Path) -> bool:
-    """Inside a folder, a log file is newline-delimited, or JSON under a ``CloudTrail`` folder or named
-    the way CloudTrail names its files (so snapshot metadata such as manifest.json is not read)."""
-    name = path.name
-    if name.endswith(NDJSON_SUFFIXES):
-        return True
-    return name.endswith(JSON_SUFFIXES) and ("CloudTrail" in path.parts or _TRAIL_FILE_NAME.match(name) is not None)
+def _is_delivery_file(path: Path) -> bool:
+    """A file CloudTrail delivered to S3 (its name and folder say so): read without looking inside."""
+    return "CloudTrail" in path.parts and _TRAIL_FILE_NAME.match(path.name) is not None
 
 
-def find_log_files(paths: Sequence[Path], required: bool = True) -> list[Path]:
-    """Every CloudTrail log file under ``paths`` (digest and insight files excluded), sorted.
+def find_log_files(paths: Sequence[Path], required: bool = True) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Every CloudTrail log file under ``paths``, sorted, and what could not be looked at (GAPS rows).
 
-    A file named explicitly is always read, whatever its name. ``required``: finding none is an error."""
-    found: list[Path] = []
+    A file named explicitly is always read; inside a folder a file is a log file when CloudTrail
+    delivered it (S3 layout) or when its content shows CloudTrail records, whatever its name
+    (digest and insight files, snapshot metadata and other JSON are not). ``required``: none is an error."""
     for root in paths:
-        if root.is_file():
-            found.append(root)
-            continue
-        if not root.is_dir():
+        if not root.exists() and not root.is_symlink():
             raise InputError(f"{root}: no such file or directory", "pass the folder you synced the trail bucket into")
-        for directory, subdirs, files in os.walk(root):
-            subdirs[:] = sorted(d for d in subdirs if d not in SKIPPED_DIRS and not d.startswith("."))
-            found += [p for p in (Path(directory, f) for f in sorted(files)) if is_log_file(p)]
+    explicit = [p for p in paths if p.is_file()]
+    files, problems = walk_files([p for p in paths if not p.is_file()])
+    found = list(explicit)
+    for path in files:
+        if any(part in SKIPPED_DIRS for part in path.parts):
+            continue
+        if _is_delivery_file(path):
+            found.append(path)
+            continue
+        try:
+            if looks_like_cloudtrail(path):
+                found.append(path)
+        except InputError as exc:
+            problems.append((path, str(exc)))
     if not found and required:
         shown = ", ".join(str(p) for p in paths)
         raise InputError(
-            f"{shown}: no CloudTrail log files found (*.json.gz, *.json, *.ndjson)",
-            "sync the trail bucket with `aws s3 sync s3://BUCKET/AWSLogs/ DIR/AWSLogs/`",
+            f"{shown}: no CloudTrail log files found",
+            "sync the trail bucket with `aws s3 sync s3://BUCKET/AWSLogs/ DIR/AWSLogs/`, or point at exported logs",
         )
-    return found
-
-
-# ----------------------------------------------------------------------------- decoding
-
-
-def _lookup_events(items: Iterable[_LookupEvent], origin: str, out: Partial) -> list[Event]:
-    events = []
-    for index, item in enumerate(items):
-        try:
-            events.append(_EVENT_DECODER.decode(item.CloudTrailEvent or ""))
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            out.bad_record(origin, f"Events[{index}].CloudTrailEvent", exc)
-    return events
-
-
-def _decode_records_one_by_one(raw: bytes, origin: str, out: Partial) -> list[Event]:
-    """Slow path for a file whose typed decode failed: keep the good records, name the bad ones."""
-    top = _RAW_FILE_DECODER.decode(raw)
-    if "Records" not in top:
-        raise ValueError("not a CloudTrail log file: no Records list (nor lookup-events Events list)")
-    try:
-        records = _RAW_LIST_DECODER.decode(top["Records"])
-    except msgspec.ValidationError:
-        raise ValueError("Records is not a list") from None
-    return out.decode_each(_EVENT_DECODER, records, origin, "Records")
-
-
-def _decode_line(line: bytes) -> Event:
-    """One exported event: a CloudTrail record, or a lookup-events item carrying it as a string."""
-    fields = _LINE_DECODER.decode(line)
-    if "CloudTrailEvent" in fields:
-        return _EVENT_DECODER.decode(msgspec.json.decode(fields["CloudTrailEvent"], type=str))
-    return _EVENT_DECODER.decode(line)
-
-
-def decode_file(raw: bytes, origin: str, out: Partial) -> list[Event]:
-    """Events of one log file in any supported form; raises ValueError for an unreadable file."""
-    head = raw.lstrip()[:1]
-    if head == b"[":
-        try:
-            return list(msgspec.json.decode(raw, type=list[Event]))
-        except msgspec.DecodeError as exc:
-            raise ValueError(f"invalid JSON ({exc})") from None
-        except msgspec.ValidationError:
-            return _lookup_events(msgspec.json.decode(raw, type=list[_LookupEvent]), origin, out)
-    if head != b"{":
-        raise ValueError("not JSON: expected a CloudTrail log object or newline-delimited events")
-    try:
-        parsed = _LOG_DECODER.decode(raw)
-    except msgspec.ValidationError:
-        return _decode_records_one_by_one(raw, origin, out)
-    except msgspec.DecodeError as exc:
-        if b"\n{" in raw:  # newline-delimited export
-            return out.decode_lines(raw, origin, _decode_line)
-        raise ValueError(f"invalid JSON ({exc})") from None
-    if parsed.Records is not None:
-        return parsed.Records
-    if parsed.Events is not None:
-        return _lookup_events(parsed.Events, origin, out)
-    # A single-line NDJSON file holds one event object.
-    event = _EVENT_DECODER.decode(raw)
-    if not event.eventSource:
-        raise ValueError("not a CloudTrail log file: no Records list (nor lookup-events Events list)")
-    return [event]
+    gaps = [
+        {"scope": str(path), "reason": f"not read: {reason}", "severity": "error", "count": 1}
+        for path, reason in problems
+    ]
+    return sorted(found), gaps
 
 
 # ----------------------------------------------------------------------------- folding
@@ -377,7 +271,7 @@ def _no_identity_reason(event: Event) -> str:
 
 
 def _matching(
-    ctx: _Context, cache: dict[tuple[str, str], str | None], action: str, resources: list[_Resource]
+    ctx: _Context, cache: dict[tuple[str, str], str | None], action: str, resources: list[Resource]
 ) -> list[str]:
     """ARNs of ``resources`` that ``action`` can be scoped to, generalized (object keys -> bucket/*)."""
     found = []
@@ -428,17 +322,12 @@ def read_file(path: Path) -> Partial:
     out = Partial()
     origin = str(path)
     try:
-        events = decode_file(_read(path), origin, out)
+        events = decode(read_input(path, _CONTEXT.options.max_file_bytes), origin, out)
     except (InputError, OSError, ValueError, msgspec.DecodeError, RecursionError) as exc:
         return out.unreadable(origin, exc)
     _fold(events, _CONTEXT, out, origin)
     out.file_done()
     return out
-
-
-def _read(path: Path) -> bytes:
-    raw = path.read_bytes()
-    return gunzip(raw, path) if path.name.endswith(".gz") else raw
 
 
 def _read_batch(paths: list[Path]) -> Partial:
@@ -464,7 +353,7 @@ def _newest_in(path: Path) -> str:
     assert _CONTEXT is not None, "worker not initialised"
     clock, cap = _CONTEXT.clock, _CONTEXT.options.cap
     try:
-        events = decode_file(_read(path), str(path), Partial())
+        events = decode(read_input(path, _CONTEXT.options.max_file_bytes), str(path), Partial())
     except (InputError, OSError, ValueError, msgspec.DecodeError, RecursionError):
         return ""
     times = (clock.canonical(e.eventTime) for e in events)

@@ -53,15 +53,17 @@ class Sink(Protocol):
     def bad_record(self, origin: str, where: str, exc: Exception) -> None: ...
 
 
-class _SessionIssuer(msgspec.Struct):
+# gc=False: decoded records are trees (no reference cycles), so the cyclic garbage collector need not
+# track them; with many records alive (a batch of files) this cuts the decode time severalfold.
+class _SessionIssuer(msgspec.Struct, gc=False):
     arn: str | None = None
 
 
-class _SessionContext(msgspec.Struct):
+class _SessionContext(msgspec.Struct, gc=False):
     sessionIssuer: _SessionIssuer | None = None
 
 
-class _UserIdentity(msgspec.Struct):
+class _UserIdentity(msgspec.Struct, gc=False):
     type: str | None = None
     arn: str | None = None
     accountId: str | None = None
@@ -69,11 +71,11 @@ class _UserIdentity(msgspec.Struct):
     sessionContext: _SessionContext | None = None
 
 
-class _Resource(msgspec.Struct):
+class Resource(msgspec.Struct, gc=False):
     ARN: str | None = None
 
 
-class Event(msgspec.Struct):
+class Event(msgspec.Struct, gc=False):
     """The fields of a CloudTrail record the audit reads; everything else is skipped unparsed."""
 
     eventTime: str = ""
@@ -85,12 +87,12 @@ class Event(msgspec.Struct):
     recipientAccountId: str | None = None
     sessionCredentialFromConsole: str | bool | None = None
     userIdentity: _UserIdentity | None = None
-    resources: list[_Resource] | None = None
+    resources: list[Resource] | None = None
     requestParameters: msgspec.Raw = msgspec.Raw(b"null")  # kept unparsed: decoded only when needed
     eventID: str | None = None
 
 
-class _TrailFile(msgspec.Struct):
+class _TrailFile(msgspec.Struct, gc=False):
     Records: list[Event] | None = None
 
 
@@ -275,9 +277,8 @@ class _Reader:
 
     def lines(self, text: bytes) -> bool:
         """Reads a text of several values (False if it is one value, maybe truncated or too deep)."""
-        joined = b"[" + re.sub(rb"\s*\n\s*", b",", text.strip()) + b"]"
         try:
-            events = _EVENTS.decode(joined)
+            events = _EVENTS.decode(fileio.joined_lines(text))
         except _DECODE_ERRORS:
             events = None
         if events is not None and _all_records(events):
@@ -502,7 +503,7 @@ def _from_ecs(document: _EcsDocument) -> Event | None:
             invokedBy=user.invoked_by,
             sessionContext=_SessionContext(_SessionIssuer(issuer.arn)) if issuer is not None else None,
         ),
-        resources=[_Resource(ARN=resource.arn) for resource in trail.resources] if trail.resources else None,
+        resources=[Resource(ARN=resource.arn) for resource in trail.resources] if trail.resources else None,
         requestParameters=trail.flattened.request_parameters if trail.flattened else msgspec.Raw(b"null"),
         eventID=document.event.id,
     )

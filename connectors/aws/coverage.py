@@ -15,7 +15,7 @@ from typing import Any
 
 from auditor.catalog import Catalog
 from auditor.errors import InputError, RuleError
-from auditor.jsonio import load_json
+from auditor.fileio import load_json
 from auditor.ruleset import Rules
 
 

@@ -26,6 +26,7 @@ from auditor.connectors.aws.coverage import ObservabilityRules, TrailCoverage, o
 from auditor.connectors.aws.iam import AuthorizationDetails
 from auditor.connectors.base import Evidence, GrantSet, Progress, UsageRequest, WindowEnd, no_progress
 from auditor.errors import InputError
+from auditor.fileio import DEFAULT_CAP
 from auditor.ruleset import Rules
 from auditor.selection import AgentSelector
 from auditor.timefmt import iso_utc, parse_iso
@@ -46,6 +47,7 @@ class AwsFiles:
     provider: str = "aws"
     name: str = "aws-files"
     _files: list[Path] | None = field(default=None, repr=False)
+    _walk_gaps: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_dir(cls, root: Path, data_events: str | None = None) -> AwsFiles:
@@ -102,7 +104,9 @@ class AwsFiles:
 
     def usage(self, request: UsageRequest, progress: Progress = no_progress) -> Evidence:
         start, end = iso_utc(request.window.start), iso_utc(request.window.end)
-        options = trail.TrailOptions(start, end, iso_utc(request.cap), request.agents, request.rules)
+        options = trail.TrailOptions(
+            start, end, iso_utc(request.cap), request.agents, request.rules, request.max_file_bytes or DEFAULT_CAP
+        )
         files = self.log_files()
         partial = trail.scan(files, options, request.workers, lambda d, t: progress("CloudTrail files", d, t))
         added = self.extras.read(request.agents, start, end, request.rules)
@@ -120,7 +124,7 @@ class AwsFiles:
             observability=model.frame(self._observability(accounts, request.rules), model.OBSERVABILITY),
             coverage=model.frame(added.coverage, model.COVERAGE),
             gaps=model.frame(
-                [{"provider": "aws", "account": None, **g} for g in partial.gaps]
+                [{"provider": "aws", "account": None, **g} for g in (*self._walk_gaps, *partial.gaps)]
                 + [{"provider": "aws", **g} for g in added.gaps],
                 model.GAPS,
             ),
@@ -135,7 +139,7 @@ class AwsFiles:
 
     def log_files(self) -> list[Path]:
         if self._files is None:
-            self._files = trail.find_log_files(self.trail_paths, required=not self.extras.has_usage)
+            self._files, self._walk_gaps = trail.find_log_files(self.trail_paths, required=not self.extras.has_usage)
         return self._files
 
     def _origin(self) -> str:

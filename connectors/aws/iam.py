@@ -19,7 +19,7 @@ import orjson
 from auditor import model
 from auditor.connectors.base import GrantSet
 from auditor.errors import InputError
-from auditor.jsonio import load_json
+from auditor.fileio import load_json
 from auditor.selection import AgentSelector
 
 AUTH_KEYS = ("UserDetailList", "GroupDetailList", "RoleDetailList", "Policies")

@@ -31,8 +31,8 @@ from auditor.connectors.aws.iam import AUTH_KEYS, AuthorizationDetails
 from auditor.connectors.aws.live_options import AdvisorScope, CollectRequest, LiveOptions, UsageSource
 from auditor.connectors.aws.session import AccountSession, Endpoints, SessionFactory
 from auditor.connectors.base import Progress, no_progress
-from auditor.connectors.snapshot_io import write_json
 from auditor.errors import ConnectorError
+from auditor.fileio import write_json
 from auditor.timefmt import iso_utc
 from auditor.window import window_ending
 

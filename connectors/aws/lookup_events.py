@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from auditor.connectors.snapshot_io import atomic_file, dumps
+from auditor.fileio import atomic_file, dumps
 
 RETENTION_DAYS = 90
 PAGE_SIZE = 50  # the API maximum

@@ -21,7 +21,7 @@ import botocore.exceptions as bce
 from botocore.parsers import ResponseParserError
 
 from auditor.connectors.aws.session import EXPIRED_CODES
-from auditor.connectors.snapshot_io import atomic_file
+from auditor.fileio import atomic_file
 
 CHUNK = 1 << 20
 #: CloudTrail delivers a file into the folder of its delivery day, up to ~15 minutes after the

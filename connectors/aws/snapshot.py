@@ -26,9 +26,9 @@ from typing import Any
 from auditor.catalog import Catalog, aws_catalog
 from auditor.connectors.aws import cloudtrail as trail
 from auditor.connectors.aws.actions import EventActionMapper
-from auditor.connectors.snapshot_io import require_complete, write_json
+from auditor.connectors.base import require_complete
 from auditor.errors import InputError
-from auditor.jsonio import load_json
+from auditor.fileio import load_json, write_json
 from auditor.ruleset import Rules
 from auditor.timefmt import normalize_iso, parse_iso
 

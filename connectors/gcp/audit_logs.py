@@ -14,7 +14,6 @@ Use is ``authorizationInfo[].permission`` with ``granted: true``; absent ``grant
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +21,18 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from auditor.connectors.gcp.audit_records import (
+    AuthN,
+    AuthZ,
+    Entry,
+    Payload,
+    ServiceData,
+    decode,
+    looks_like_audit_log,
+)
 from auditor.connectors.log_scan import EventClock, ScanCounters, fold_files, newest_event
 from auditor.errors import InputError
-from auditor.jsonio import gunzip
+from auditor.fileio import DEFAULT_CAP, read_input, walk_files
 
 #: Cap on distinct resources remembered per (principal, permission), as for CloudTrail.
 MAX_RESOURCES = 64
@@ -33,92 +41,13 @@ K8S_SERVICE = "k8s.io"
 EVIDENCE = "audit-log"
 
 
-# gc=False: decoded entries are trees (no reference cycles), so the cyclic garbage collector need not
-# track millions of them; this halves the decode time of a large file.
-class _Principal(msgspec.Struct, gc=False):
-    principalEmail: str | None = None
-    principalSubject: str | None = None
-
-
-class _Delegation(msgspec.Struct, gc=False):
-    firstPartyPrincipal: _Principal | None = None
-    thirdPartyPrincipal: dict[str, Any] | None = None
-
-
-class _AuthN(msgspec.Struct, gc=False):
-    principalEmail: str | None = None
-    principalSubject: str | None = None
-    serviceAccountDelegationInfo: list[_Delegation] | None = None
-
-
-class _ResourceAttributes(msgspec.Struct, gc=False):
-    name: str | None = None
-
-
-class _AuthZ(msgspec.Struct, gc=False):
-    permission: str | None = None
-    granted: bool | None = None
-    resource: str | None = None
-    resourceAttributes: _ResourceAttributes | None = None
-
-
-class _AuditConfigDelta(msgspec.Struct, gc=False):
-    action: str | None = None
-    service: str | None = None
-    logType: str | None = None
-
-
-class _PolicyDelta(msgspec.Struct, gc=False):
-    auditConfigDeltas: list[_AuditConfigDelta] | None = None
-
-
-class _ServiceData(msgspec.Struct, gc=False):
-    policyDelta: _PolicyDelta | None = None
-
-
-class _Payload(msgspec.Struct, gc=False):
-    serviceName: str | None = None
-    methodName: str | None = None
-    authenticationInfo: _AuthN | None = None
-    authorizationInfo: list[_AuthZ] | None = None
-    serviceData: _ServiceData | None = None
-
-
-class _Resource(msgspec.Struct, gc=False):
-    labels: dict[str, str] | None = None
-
-
-class Entry(msgspec.Struct, gc=False):
-    """The fields of a LogEntry the audit reads; everything else is skipped unparsed."""
-
-    timestamp: str = ""
-    logName: str = ""
-    protoPayload: _Payload | None = None
-    resource: _Resource | None = None
-
-
-class _Page(msgspec.Struct, gc=False):
-    entries: list[Entry] | None = None
-
-
-class _TimeOnly(msgspec.Struct, gc=False):
-    timestamp: str = ""
-
-
-_ENTRY = msgspec.json.Decoder(Entry)
-_ENTRIES = msgspec.json.Decoder(list[Entry])
-_PAGE = msgspec.json.Decoder(_Page)
-_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
-_TIME = msgspec.json.Decoder(_TimeOnly)
-_TIMES = msgspec.json.Decoder(list[_TimeOnly])
-
-
 @dataclass(frozen=True)
 class ScanOptions:
     start: str  # "YYYY-MM-DDTHH:MM:SSZ", inclusive
     end: str  # inclusive
     identities: frozenset[str] | None  # principals to aggregate (None: all)
     cap: str = "9999-12-31T23:59:59Z"  # later entries are input problems, never part of the window
+    max_file_bytes: int = DEFAULT_CAP  # a log file larger than this once decompressed is skipped, listed
 
 
 #: How many permissions one method is remembered to check (a call checks a handful at most).
@@ -139,6 +68,10 @@ class Partial(ScanCounters):
     delegations: dict[tuple[str, str, str], int] = field(default_factory=dict)
     audit_changes: set[tuple[str, str, str, str, str]] = field(default_factory=set)  # project, time, action, svc, type
     unchecked: dict[tuple[str, str, str, str], list[Any]] = field(default_factory=dict)
+    # operation id -> (key, time) of entries without a check: the rest of an operation whose first
+    # entry was checked is not a call of its own (dropped once the whole scan is merged)
+    unchecked_operations: dict[str, list[tuple[tuple[str, str, str, str], str]]] = field(default_factory=dict)
+    checked_operations: set[str] = field(default_factory=set)
     method_checks: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
     seen_permissions: set[str] = field(default_factory=set)
 
@@ -156,6 +89,9 @@ class Partial(ScanCounters):
         for key, count in other.delegations.items():
             self.delegations[key] = self.delegations.get(key, 0) + count
         self.audit_changes |= other.audit_changes
+        for op, entries in other.unchecked_operations.items():
+            self.unchecked_operations.setdefault(op, []).extend(entries)
+        self.checked_operations |= other.checked_operations
         for key, (calls, first, last) in other.unchecked.items():
             mine = self.unchecked.get(key)
             if mine is None:
@@ -172,66 +108,26 @@ def _capped(resources: set[str]) -> set[str]:
     return resources if len(resources) <= MAX_RESOURCES else set(sorted(resources)[:MAX_RESOURCES])
 
 
-def find_log_files(paths: Sequence[Path]) -> list[Path]:
-    """Every log file below ``paths`` (``.json``, ``.ndjson``, ``.jsonl``, optionally gzipped), sorted.
-    A file named explicitly is always read."""
-    found: list[Path] = []
+def find_log_files(paths: Sequence[Path]) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Every log file below ``paths``, sorted, and what could not be looked at (GAPS rows). A file
+    named explicitly is always read; inside a folder, by name (``.json``, ``.ndjson``, ``.jsonl``,
+    optionally gzipped) or, for other names, when its content shows Cloud Logging entries."""
     for root in paths:
-        if root.is_file():
-            found.append(root)
-            continue
-        if not root.is_dir():
+        if not root.exists() and not root.is_symlink():
             raise InputError(f"{root}: no such file or directory", "pass the folder holding the exported audit logs")
-        for directory, subdirs, files in os.walk(root):
-            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            found += [Path(directory, f) for f in sorted(files) if f.endswith(LOG_SUFFIXES)]
-    return found
-
-
-# ----------------------------------------------------------------------------- decoding
-
-
-def _decode_lines(raw: bytes, origin: str, out: Partial) -> list[Entry]:
-    """Newline-delimited entries. Raw newlines cannot occur inside JSON strings, so a file of
-    well-formed lines decodes in one call as an array; a bad line falls back to line by line."""
-    try:
-        return _ENTRIES.decode(b"[" + raw.strip().replace(b"\n", b",") + b"]")
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        pass
-    return out.decode_lines(raw, origin, _ENTRY.decode)
-
-
-def decode_file(raw: bytes, origin: str, out: Partial) -> list[Entry]:
-    """Entries of one log file in any supported form; raises ValueError for an unreadable file."""
-    head = raw.lstrip()[:1]
-    if head == b"[":
+    found = [p for p in paths if p.is_file()]
+    files, problems = walk_files([p for p in paths if not p.is_file()])
+    for path in files:
         try:
-            return _ENTRIES.decode(raw)
-        except msgspec.ValidationError:
-            return out.decode_each(_ENTRY, _RAW_LIST.decode(raw), origin, "entry")
-        except msgspec.DecodeError as exc:
-            raise ValueError(f"invalid JSON ({exc})") from None
-    if head != b"{":
-        raise ValueError("not JSON: expected a list of log entries or newline-delimited entries")
-    try:
-        page = _PAGE.decode(raw)
-    except msgspec.DecodeError:
-        return _decode_lines(raw, origin, out)  # newline-delimited (a sink file)
-    except msgspec.ValidationError:
-        top = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
-        if "entries" in top:
-            return out.decode_each(
-                _ENTRY, msgspec.json.decode(top["entries"], type=list[msgspec.Raw]), origin, "entries"
-            )
-        return _decode_lines(raw, origin, out)
-    if page.entries is not None:
-        return page.entries
-    return _decode_lines(raw, origin, out)  # a one-entry NDJSON file
-
-
-def _read(path: Path) -> bytes:
-    raw = path.read_bytes()
-    return gunzip(raw, path) if path.name.endswith(".gz") else raw
+            if path.name.endswith(LOG_SUFFIXES) or looks_like_audit_log(path):
+                found.append(path)
+        except InputError as exc:
+            problems.append((path, str(exc)))
+    gaps = [
+        {"scope": str(path), "reason": f"not read: {reason}", "severity": "error", "count": 1}
+        for path, reason in problems
+    ]
+    return sorted(found), gaps
 
 
 # ----------------------------------------------------------------------------- folding
@@ -245,7 +141,7 @@ def project_of(entry: Entry) -> str:
     return (labels or {}).get("project_id") or "?"
 
 
-def _chain(authn: _AuthN) -> str | None:
+def _chain(authn: AuthN) -> str | None:
     infos = authn.serviceAccountDelegationInfo
     if not infos:
         return None
@@ -263,10 +159,7 @@ def fold(entries: list[Entry], options: ScanOptions, out: Partial, origin: str =
     projects: dict[str, str] = {}  # logName -> project
     spans: dict[str, list[str]] = {}  # project -> [first, last] seen in these entries
     for index, entry in enumerate(entries):
-        when = entry.timestamp
-        if len(when) > 20 and when[10] == "T" and when[19] in ".Z" and when[-1] == "Z":
-            when = when[:19] + "Z"  # drop the fraction: the hot path checks the rest
-        when = clock.canonical(when)
+        when = clock.canonical(_second(entry.timestamp))
         if when is None:
             out.bad_record(origin, f"entry {index}", ValueError(f"impossible timestamp {entry.timestamp[:40]!r}"))
             continue
@@ -317,8 +210,14 @@ def fold(entries: list[Entry], options: ScanOptions, out: Partial, origin: str =
             key = (project, principal, f"k8s.io:{payload.methodName}", "GKE pseudo-permission, not an IAM permission")
             unmapped[key] = unmapped.get(key, 0) + 1
             continue
+        operation = entry.operation.id if entry.operation is not None else None
+        if checks and operation:
+            out.checked_operations.add(operation)
         if not checks:
             ukey = (project, principal, service, payload.methodName or "?")
+            if operation:  # decided after the scan: it may be the rest of a checked operation
+                out.unchecked_operations.setdefault(operation, []).append((ukey, when))
+                continue
             counter = out.unchecked.get(ukey)
             if counter is None:
                 out.unchecked[ukey] = [1, when, when]
@@ -349,7 +248,22 @@ def fold(entries: list[Entry], options: ScanOptions, out: Partial, origin: str =
         out._span(project, first, last)
 
 
-def _learn(payload: _Payload, checks: list[_AuthZ], out: Partial) -> None:
+def unchecked_calls(partial: Partial) -> dict[tuple[str, str, str, str], list[Any]]:
+    """Calls logged without ``authorizationInfo`` that are calls of their own: entries of an
+    operation none of whose entries carried the check (its first one may lie outside the window)."""
+    calls = {key: list(value) for key, value in partial.unchecked.items()}
+    for operation, entries in partial.unchecked_operations.items():
+        if operation in partial.checked_operations:
+            continue
+        key, _ = entries[0]
+        times = [when for _, when in entries]
+        mine = calls.setdefault(key, [0, min(times), max(times)])
+        mine[0] += 1  # one operation, however many entries it logged
+        mine[1], mine[2] = min(mine[1], *times), max(mine[2], *times)
+    return calls
+
+
+def _learn(payload: Payload, checks: list[AuthZ], out: Partial) -> None:
     """What the logs show about permissions: every one that appears is recorded by them, and the
     permissions a method checks every time map its calls logged without ``authorizationInfo``."""
     permissions = frozenset(c.permission for c in checks if c.permission)
@@ -363,7 +277,7 @@ def _learn(payload: _Payload, checks: list[_AuthZ], out: Partial) -> None:
         out.method_checks[key] = known & permissions
 
 
-def _audit_changes(data: _ServiceData, project: str, when: str, out: Partial) -> None:
+def _audit_changes(data: ServiceData, project: str, when: str, out: Partial) -> None:
     """SetIamPolicy calls that changed auditConfigs: a log type enabled mid-window was not on all along."""
     deltas = data.policyDelta.auditConfigDeltas if data.policyDelta else None
     for delta in deltas or ():
@@ -376,7 +290,7 @@ def read_file(path: Path, options: ScanOptions) -> Partial:
     out = Partial()
     origin = str(path)
     try:
-        entries = decode_file(_read(path), origin, out)
+        entries = decode(read_input(path, options.max_file_bytes), origin, out)
     except (InputError, OSError, ValueError, msgspec.DecodeError, RecursionError) as exc:
         return out.unreadable(origin, exc)
     fold(entries, options, out, origin)
@@ -403,26 +317,26 @@ def scan(
     )
 
 
-def _newest_in(path: Path, cap: str) -> str:
+def _newest_in(path: Path, cap: str, max_file_bytes: int) -> str:
     """Newest datable entry time of one file no later than ``cap`` ("" if none: the scan reports it)."""
     clock = EventClock(cap)
     try:
-        raw = _read(path)
-        head = raw.lstrip()[:1]
-        if head == b"[":
-            times = [t.timestamp for t in _TIMES.decode(raw)]
-        else:
-            times = []
-            for line in raw.splitlines():
-                try:
-                    times.append(_TIME.decode(line).timestamp)
-                except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-                    continue
-    except (InputError, OSError, ValueError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        entries = decode(read_input(path, max_file_bytes), str(path), Partial())
+    except (InputError, OSError, ValueError, msgspec.DecodeError, RecursionError):
         return ""
-    return max((t for t in map(clock.canonical, times) if t is not None and t <= cap), default="")
+    times = (clock.canonical(_second(e.timestamp)) for e in entries)
+    return max((t for t in times if t is not None and t <= cap), default="")
 
 
-def newest_entry_time(files: Sequence[Path], cap: str, workers: int | None = None) -> str:
+def _second(when: str) -> str:
+    """``...SS.fffZ`` -> ``...SSZ`` (the fraction is dropped: times are compared to the second)."""
+    if len(when) > 20 and when[10] == "T" and when[19] in ".Z" and when[-1] == "Z":
+        return when[:19] + "Z"
+    return when
+
+
+def newest_entry_time(
+    files: Sequence[Path], cap: str, workers: int | None = None, max_file_bytes: int = DEFAULT_CAP
+) -> str:
     """Newest entry timestamp no later than ``cap`` (see :func:`auditor.connectors.log_scan.newest_event`)."""
-    return newest_event(files, functools.partial(_newest_in, cap=cap), cap, workers)
+    return newest_event(files, functools.partial(_newest_in, cap=cap, max_file_bytes=max_file_bytes), cap, workers)

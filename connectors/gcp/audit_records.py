@@ -49,7 +49,7 @@ class _Delegation(msgspec.Struct, gc=False):
     thirdPartyPrincipal: dict[str, Any] | None = None
 
 
-class _AuthN(msgspec.Struct, gc=False):
+class AuthN(msgspec.Struct, gc=False):
     principalEmail: str | None = None
     principalSubject: str | None = None
     serviceAccountDelegationInfo: list[_Delegation] | None = None
@@ -59,7 +59,7 @@ class _ResourceAttributes(msgspec.Struct, gc=False):
     name: str | None = None
 
 
-class _AuthZ(msgspec.Struct, gc=False):
+class AuthZ(msgspec.Struct, gc=False):
     permission: str | None = None
     granted: bool | None = None
     resource: str | None = None
@@ -76,20 +76,28 @@ class _PolicyDelta(msgspec.Struct, gc=False):
     auditConfigDeltas: list[_AuditConfigDelta] | None = None
 
 
-class _ServiceData(msgspec.Struct, gc=False):
+class ServiceData(msgspec.Struct, gc=False):
     policyDelta: _PolicyDelta | None = None
 
 
-class _Payload(msgspec.Struct, gc=False):
+class Payload(msgspec.Struct, gc=False):
     serviceName: str | None = None
     methodName: str | None = None
-    authenticationInfo: _AuthN | None = None
-    authorizationInfo: list[_AuthZ] | None = None
-    serviceData: _ServiceData | None = None
+    authenticationInfo: AuthN | None = None
+    authorizationInfo: list[AuthZ] | None = None
+    serviceData: ServiceData | None = None
 
 
 class _Resource(msgspec.Struct, gc=False):
     labels: dict[str, str] | None = None
+
+
+class Operation(msgspec.Struct, gc=False):
+    """A long-running operation's entries share an ``id``; the first carries the permission check."""
+
+    id: str | None = None
+    first: bool | None = None
+    last: bool | None = None
 
 
 class Entry(msgspec.Struct, gc=False):
@@ -97,9 +105,10 @@ class Entry(msgspec.Struct, gc=False):
 
     timestamp: str = ""
     logName: str = ""
-    protoPayload: _Payload | None = None
+    protoPayload: Payload | None = None
     resource: _Resource | None = None
     insertId: str | None = None
+    operation: Operation | None = None
 
 
 class _Page(msgspec.Struct, gc=False):
@@ -130,19 +139,32 @@ _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 def decode(raw: bytes, origin: str, sink: Sink) -> list[Entry]:
     """The usable log entries of one file's text; ``ValueError`` if it holds none at all."""
-    try:
-        first = fileio.first_byte(raw)
-        entries = _ENTRIES.decode(raw) if first == _OPEN_ARRAY else _PAGE.decode(raw).entries
-    except _DECODE_ERRORS:
-        entries = None
-    if entries is not None and (first == _OPEN_OBJECT or _are_entries(entries)):
+    entries = _typed(raw)
+    if entries is not None:
         return entries
     return _Reader(origin, sink).read(raw)
 
 
+def _typed(raw: bytes) -> list[Entry] | None:
+    """The fast paths, one typed decode each: a ``gcloud`` array, an ``entries.list`` page, a sink
+    file (one entry per line). None when the text is none of them."""
+    try:
+        if fileio.first_byte(raw) == _OPEN_ARRAY:
+            entries = _ENTRIES.decode(raw)
+        else:
+            try:
+                return _PAGE.decode(raw).entries  # None for one entry alone
+            except msgspec.DecodeError:
+                entries = _ENTRIES.decode(fileio.joined_lines(raw))
+    except _DECODE_ERRORS:
+        return None
+    return entries if _are_entries(entries) else None
+
+
 def looks_like_audit_log(path: Path) -> bool:
     """Whether a file holds Cloud Logging entries, judged from the head of its text only (a gzip
-    head is inflated). ``InputError`` for a path that cannot be read."""
+    head is inflated); Pub/Sub messages whose ``data`` is base64 do not show it and must be named
+    explicitly. ``InputError`` for a path that cannot be read."""
     head = fileio.read_head(path)
     return fileio.first_byte(head) in (_OPEN_OBJECT, _OPEN_ARRAY) and _HEAD_MARKERS.search(head) is not None
 
@@ -203,9 +225,8 @@ class _Reader:
 
     def lines(self, text: bytes) -> bool:
         """Reads a text of several values (False if it is one value, maybe truncated or too deep)."""
-        joined = b"[" + re.sub(rb"\s*\n\s*", b",", text.strip()) + b"]"
         try:
-            entries = _ENTRIES.decode(joined)
+            entries = _ENTRIES.decode(fileio.joined_lines(text))
         except _DECODE_ERRORS:
             entries = None
         if entries is not None and _are_entries(entries):
@@ -276,7 +297,9 @@ class _Reader:
             try:
                 inner = base64.b64decode(inner, validate=True)
             except (binascii.Error, ValueError):
-                return self.bad(where, ValueError("a string that is neither JSON nor base64 JSON"))
+                return self.bad(where, ValueError("a string that is neither JSON nor base64"))
+            if fileio.first_byte(inner) not in (_OPEN_OBJECT, _OPEN_ARRAY):
+                return self.bad(where, ValueError("base64 data that is not JSON"))
         return self.value(inner, where, depth + 1)
 
     def array(self, value: bytes | memoryview, where: str, depth: int) -> None:

@@ -27,7 +27,7 @@ import polars as pl
 
 from auditor import model
 from auditor.catalog import Catalog
-from auditor.connectors.base import Evidence, GrantSet, Progress, UsageRequest, WindowEnd, no_progress
+from auditor.connectors.base import Evidence, GrantSet, Progress, UsageRequest, WindowEnd, no_progress, require_complete
 from auditor.connectors.gcp import audit_logs as gcp_logs
 from auditor.connectors.gcp import methods
 from auditor.connectors.gcp.bigquery import FORMAT as AGGREGATE_FORMAT
@@ -46,9 +46,8 @@ from auditor.connectors.gcp.iam import (
 )
 from auditor.connectors.gcp.insights import usage_rows
 from auditor.connectors.gcp.rules import GcpRules
-from auditor.connectors.snapshot_io import require_complete
 from auditor.errors import InputError
-from auditor.jsonio import load_json
+from auditor.fileio import DEFAULT_CAP, load_json
 from auditor.ruleset import Rules
 from auditor.selection import AgentSelector
 from auditor.timefmt import iso_utc, normalize_iso, parse_iso
@@ -90,6 +89,8 @@ class GcpFiles:
     provider: str = "gcp"
     name: str = "gcp-files"
     _state: _Read | None = field(default=None, repr=False)
+    _files: list[Path] | None = field(default=None, repr=False)
+    _walk_gaps: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_dir(cls, root: Path) -> GcpFiles:
@@ -189,7 +190,9 @@ class GcpFiles:
     def usage(self, request: UsageRequest, progress: Progress = no_progress) -> Evidence:
         state = self._read()
         start, end = iso_utc(request.window.start), iso_utc(request.window.end)
-        options = gcp_logs.ScanOptions(start, end, request.agents, iso_utc(request.cap))
+        options = gcp_logs.ScanOptions(
+            start, end, request.agents, iso_utc(request.cap), request.max_file_bytes or DEFAULT_CAP
+        )
         partial = gcp_logs.scan(
             self.log_files(), options, request.workers, lambda d, t: progress("Cloud Audit Log files", d, t)
         )
@@ -199,7 +202,9 @@ class GcpFiles:
             partial.merge(aggregated)
         gcp_rules = GcpRules.of(request.rules)
         catalog_permissions = set(request.catalog.access_levels)
-        resolved = methods.resolve(partial.unchecked, partial.method_checks, catalog_permissions, gcp_rules)
+        resolved = methods.resolve(
+            gcp_logs.unchecked_calls(partial), partial.method_checks, catalog_permissions, gcp_rules
+        )
         usage = pl.concat(
             [
                 _usage_frame(partial),
@@ -226,7 +231,10 @@ class GcpFiles:
             unmapped=model.frame([*unmapped, *resolved.unmapped], model.UNMAPPED),
             observability=model.frame([*observability, *resolved.observability], model.OBSERVABILITY),
             gaps=model.frame(
-                [{"provider": "gcp", "account": project, "severity": "error", **g} for g in partial.gaps]
+                [
+                    {"provider": "gcp", "account": project, "severity": "error", **g}
+                    for g in (*self._walk_gaps, *partial.gaps)
+                ]
                 + _window_notes(state.aggregates, request),
                 model.GAPS,
             ),
@@ -245,7 +253,9 @@ class GcpFiles:
         return self._state
 
     def log_files(self) -> list[Path]:
-        return gcp_logs.find_log_files(self.log_paths) if self.log_paths else []
+        if self._files is None:
+            self._files, self._walk_gaps = gcp_logs.find_log_files(self.log_paths) if self.log_paths else ([], [])
+        return self._files
 
     def _origin(self, state: _Read) -> str:
         origin = ", ".join(str(p) for p in self.log_paths) or "BigQuery"

@@ -21,7 +21,7 @@ from auditor import model
 from auditor.connectors.base import GrantSet
 from auditor.connectors.gcp.rules import GcpRules
 from auditor.errors import InputError
-from auditor.jsonio import load_json
+from auditor.fileio import load_json
 from auditor.selection import AgentSelector
 
 #: ``key=value`` words in a service account's description: GCP service accounts have no labels.

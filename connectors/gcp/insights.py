@@ -15,7 +15,7 @@ from typing import Any
 
 from auditor.connectors.gcp.iam import principal_of
 from auditor.errors import InputError
-from auditor.jsonio import load_json
+from auditor.fileio import load_json
 
 EVIDENCE = "recommender"
 

@@ -31,8 +31,8 @@ from auditor.connectors.base import Progress, no_progress
 from auditor.connectors.gcp.api import Caller, Need
 from auditor.connectors.gcp.bigquery import FORMAT as AGGREGATE_FORMAT
 from auditor.connectors.gcp.bigquery import aggregation_query, run_aggregation
-from auditor.connectors.snapshot_io import atomic_file, write_json
 from auditor.errors import ConnectorError, InputError
+from auditor.fileio import atomic_file, write_json
 from auditor.timefmt import iso_utc
 from auditor.window import window_ending
 

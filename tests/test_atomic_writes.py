@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from auditor.connectors.gcp.files import GcpFiles
-from auditor.connectors.snapshot_io import atomic_file, write_json
 from auditor.errors import InputError
+from auditor.fileio import atomic_file, write_json
 
 GCP_FIXTURE = Path(__file__).parents[1] / "fixtures" / "gcp"
 
