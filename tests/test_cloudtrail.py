@@ -2,24 +2,31 @@
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
+from conftest import RULES
 
 from auditor.connectors.aws import cloudtrail as trail
 from auditor.errors import InputError
-from auditor.ruleset_files import rule_dirs
 from builders import ACCOUNT, event, role_arn, trail_file
 
 BOT = role_arn("bot", "/agents/")
 WHEN = "2026-11-20T10:00:00Z"
 
 
-def options(identities=None, start="2026-01-01T00:00:00Z", end="2026-12-31T00:00:00Z"):
-    return trail.TrailOptions(start, end, identities, tuple(rule_dirs()))
+def options(identities=None, start="2026-01-01T00:00:00Z", end="2026-12-31T00:00:00Z", cap="2026-12-31T00:00:00Z"):
+    return trail.TrailOptions(start, end, cap, identities, RULES)
+
+
+def files(paths):
+    found, problems = trail.find_log_files(paths)
+    assert problems == []
+    return found
 
 
 def scan(paths, **kw):
-    return trail.scan(trail.find_log_files(paths), options(**kw), workers=1)
+    return trail.scan(files(paths), options(**kw), workers=1)
 
 
 def used(partial):
@@ -57,7 +64,12 @@ def test_window_bounds_are_inclusive_and_outside_events_ignored(tmp_path):
     )
     partial = scan([tmp_path], start="2026-11-01T00:00:00Z", end="2026-11-10T00:00:00Z")
     assert used(partial) == {(BOT, "s3:ListAllMyBuckets", "used"): 2}
-    assert partial.events_read == 3 and partial.events_in_window == 2
+    stats = partial.stats("aws", "t").scopes[ACCOUNT]
+    assert (
+        stats.events == 3
+        and stats.events_in_window == 2
+        and stats.days == {"2026-11-01": 1, "2026-11-10": 1, "2026-11-20": 1}
+    )
 
 
 def test_service_events_and_other_identities_are_not_counted(tmp_path):
@@ -66,7 +78,7 @@ def test_service_events_and_other_identities_are_not_counted(tmp_path):
     trail_file(tmp_path, [service, other])
     partial = scan([tmp_path], identities=frozenset({BOT}))
     assert partial.usage == {}
-    assert any("AwsServiceEvent" in reason for reason in partial.skipped)
+    assert any("AwsServiceEvent" in reason and scope == ACCOUNT for scope, reason in partial.skipped)
 
 
 def test_passed_role_implies_passrole(tmp_path):
@@ -102,8 +114,32 @@ def test_digest_files_and_snapshot_metadata_are_not_logs(tmp_path):
     digest = tmp_path / "AWSLogs" / ACCOUNT / "CloudTrail-Digest" / "us-east-1" / "2026" / "11" / "20"
     digest.mkdir(parents=True)
     (digest / f"{ACCOUNT}_CloudTrail-Digest_us-east-1_t_us-east-1_20261120T000000Z.json.gz").write_bytes(b"x")
-    (tmp_path / "manifest.json").write_text("{}")
-    assert len(trail.find_log_files([tmp_path])) == 1
+    (tmp_path / "manifest.json").write_text('{"schema": "auditor.snapshot/v1", "window": {"start": "x"}}')
+    (tmp_path / "authorization-details.json").write_text('{"RoleDetailList": []}')
+    (tmp_path / "event-selectors.json").write_text('{"EventSelectors": []}')
+    assert len(files([tmp_path])) == 1
+
+
+def test_logs_are_found_by_content_whatever_their_names(tmp_path):
+    record = event(BOT, "s3.amazonaws.com", "ListBuckets", WHEN)
+    (tmp_path / "export-part-0001").write_text(json.dumps([record]))
+    (tmp_path / "firehose.gz").write_bytes(
+        gzip.compress(json.dumps({"detail-type": "AWS API Call via CloudTrail", "detail": record}).encode())
+    )
+    (tmp_path / "notes.json").write_text('{"hello": "world"}')
+    assert sorted(p.name for p in files([tmp_path])) == ["export-part-0001", "firehose.gz"]
+    assert used(scan([tmp_path])) == {(BOT, "s3:ListAllMyBuckets", "used"): 2}
+
+
+def test_an_unreadable_or_special_path_in_the_folder_is_listed(tmp_path):
+    import os
+
+    trail_file(tmp_path, [event(BOT, "s3.amazonaws.com", "ListBuckets", WHEN)])
+    os.mkfifo(tmp_path / "pipe.json")
+    (tmp_path / "dangling.json").symlink_to(tmp_path / "gone")
+    found, problems = trail.find_log_files([tmp_path])
+    assert len(found) == 1
+    assert sorted(Path(g["scope"]).name for g in problems) == ["dangling.json", "pipe.json"]
 
 
 def test_unknown_event_source_is_counted_as_unmapped(tmp_path):
@@ -117,11 +153,11 @@ def test_unknown_event_source_is_counted_as_unmapped(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"{not json", "invalid JSON"),
+        (b"{not json", "malformed"),
         (gzip.compress(json.dumps({"Records": []}).encode())[:-10], "gzip"),
-        (b'{"Something": []}', "not a CloudTrail log file"),
-        (b'{"Records": {"a": 1}}', "Records is not a list"),
-        (b"\x00\x01binary", "not JSON"),
+        (b'{"Something": []}', "CloudTrail"),
+        (b'{"Records": {"a": 1}}', "Records"),
+        (b"\x00\x01binary", "JSON"),
     ],
 )
 def test_unreadable_files_become_named_gaps(tmp_path, content, message):
@@ -143,7 +179,7 @@ def test_records_with_wrong_types_are_skipped_and_counted(tmp_path):
     partial = scan([tmp_path])
     assert used(partial) == {(BOT, "s3:ListAllMyBuckets", "used"): 1}
     (gap,) = partial.gaps
-    assert gap["scope"] == str(path) and gap["count"] == 2 and "Records[1]" in gap["reason"]
+    assert gap["scope"] == str(path) and gap["count"] == 2 and "[1]" in gap["reason"]
 
 
 def test_empty_directory_is_one_clear_error(tmp_path):
@@ -161,14 +197,25 @@ def test_parallel_scan_equals_serial_scan(tmp_path):
             day=f"2026/11/{1 + i % 28:02d}",
             name=f"f{i}",
         )
-    files = trail.find_log_files([tmp_path])
-    serial = trail.scan(files, options(), workers=1)
-    parallel = trail.scan(files, options(), workers=2)
+    found = files([tmp_path])
+    serial = trail.scan(found, options(), workers=1)
+    parallel = trail.scan(found, options(), workers=2)
     assert serial.usage == parallel.usage and serial.days == parallel.days
 
 
 def test_newest_event_comes_from_the_newest_day_folders(tmp_path):
     trail_file(tmp_path, [event(BOT, "s3.amazonaws.com", "ListBuckets", "2026-11-19T23:59:00Z")], day="2026/11/20")
     trail_file(tmp_path, [event(BOT, "s3.amazonaws.com", "ListBuckets", "2026-11-10T00:00:00Z")], day="2026/11/10")
-    files = trail.find_log_files([tmp_path])
-    assert trail.newest_event_time(files, options(), workers=1) == "2026-11-19T23:59:00Z"
+    assert trail.newest_event_time(files([tmp_path]), options(), workers=1) == "2026-11-19T23:59:00Z"
+
+
+def test_the_newest_event_is_never_later_than_the_cap(tmp_path):
+    trail_file(tmp_path, [event(BOT, "s3.amazonaws.com", "ListBuckets", "2026-11-19T23:59:00Z")], day="2026/11/20")
+    trail_file(
+        tmp_path, [event(BOT, "s3.amazonaws.com", "ListBuckets", "2031-01-01T00:00:00Z")], day="2026/11/20", name="z"
+    )
+    trail_file(tmp_path, [event(BOT, "s3.amazonaws.com", "ListBuckets", "2099-01-01T00:00:00Z")], day="2099/01/01")
+    newest = trail.newest_event_time(files([tmp_path]), options(cap="2026-11-21T00:00:00Z"), workers=1)
+    assert newest == "2026-11-19T23:59:00Z"
+    partial = trail.scan(files([tmp_path]), options(cap="2026-11-21T00:00:00Z"), workers=1)
+    assert partial.beyond_cap == 2 and used(partial) == {(BOT, "s3:ListAllMyBuckets", "used"): 1}
