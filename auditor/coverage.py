@@ -48,6 +48,8 @@ def coverage_rows(
         for account in sorted(accounts.get(stats.provider, ())):
             scope = stats.scopes.get(account)
             skipped = {r: n for (s, r), n in stats.skipped.items() if s == account}
+            if stats.duplicates:
+                skipped[f"duplicate of a record read from another file (source-wide, {stats.duplicates:,})"] = 0
             rows.append(
                 {
                     "provider": stats.provider,
@@ -59,7 +61,7 @@ def coverage_rows(
                     "events_read": scope.events if scope else 0,
                     "events_in_window": scope.events_in_window if scope else 0,
                     "files_read": scope.files if scope else 0,
-                    "detail": "; ".join(f"{n:,} skipped: {r}" for r, n in sorted(skipped.items()))
+                    "detail": "; ".join(f"{n:,} skipped: {r}" if n else r for r, n in sorted(skipped.items()))
                     or (None if scope else "no events of this account"),
                 }
             )

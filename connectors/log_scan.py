@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import threading
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class ScanCounters:
     bad_records: dict[str, list[Any]] = field(default_factory=dict)
     beyond_cap: int = 0
     beyond_example: str = ""
+    # per usage key: a hash of each counted record's identity (event id, time, call), so a record
+    # read twice (a file and an export of it) counts once; resolved by :meth:`drop_duplicates`
+    record_ids: dict[tuple[str, ...], array[int]] = field(default_factory=dict)
 
     def merge(self, other: Self) -> None:
         for key, count in other.unmapped.items():
@@ -67,6 +71,12 @@ class ScanCounters:
             self.skipped[reason] = self.skipped.get(reason, 0) + count
         self.files_read += other.files_read
         self.gaps += other.gaps
+        for key, ids in other.record_ids.items():
+            mine = self.record_ids.get(key)
+            if mine is None:
+                self.record_ids[key] = ids
+            else:
+                mine.extend(ids)
         if other.beyond_cap:
             self.beyond_example = self.beyond_example or other.beyond_example
             self.beyond_cap += other.beyond_cap
@@ -100,6 +110,23 @@ class ScanCounters:
         for day, count in (days or {}).items():
             mine[day] = mine.get(day, 0) + count
         self.in_window[scope] = self.in_window.get(scope, 0) + in_window
+
+    def seen(self, key: tuple[str, ...], record: int) -> None:
+        ids = self.record_ids.get(key)
+        if ids is None:
+            ids = self.record_ids[key] = array("q")
+        ids.append(record)
+
+    def drop_duplicates(self, usage: dict[Any, list[Any]]) -> int:
+        """Count every record once: subtract, per usage key, the records seen more than once."""
+        dropped = 0
+        for key, ids in self.record_ids.items():
+            extra = len(ids) - len(set(ids))
+            if extra:
+                usage[key][0] -= extra
+                dropped += extra
+        self.record_ids.clear()
+        return dropped
 
     def skip(self, reason: str, count: int = 1, scope: str = "") -> None:
         key = (scope, reason)

@@ -219,3 +219,23 @@ def test_the_newest_event_is_never_later_than_the_cap(tmp_path):
     assert newest == "2026-11-19T23:59:00Z"
     partial = trail.scan(files([tmp_path]), options(cap="2026-11-21T00:00:00Z"), workers=1)
     assert partial.beyond_cap == 2 and used(partial) == {(BOT, "s3:ListAllMyBuckets", "used"): 1}
+
+
+def test_a_record_read_twice_counts_once(tmp_path):
+    records = [event(BOT, "s3.amazonaws.com", "ListBuckets", WHEN) for _ in range(3)]
+    for i, record in enumerate(records):
+        record["eventID"] = f"id-{i}"
+    trail_file(tmp_path, records)
+    (tmp_path / "export.ndjson").write_text("\n".join(json.dumps(r) for r in records[:2]))
+    partial = scan([tmp_path])
+    assert partial.drop_duplicates(partial.usage) == 2
+    assert used(partial) == {(BOT, "s3:ListAllMyBuckets", "used"): 3}
+
+
+def test_same_event_id_on_different_calls_is_not_a_duplicate(tmp_path):
+    first = event(BOT, "s3.amazonaws.com", "ListBuckets", WHEN)
+    second = event(BOT, "s3.amazonaws.com", "ListBuckets", "2026-11-20T10:00:01Z")
+    trail_file(tmp_path, [first, second])  # both carry eventID "evt"
+    partial = scan([tmp_path])
+    assert partial.drop_duplicates(partial.usage) == 0
+    assert used(partial) == {(BOT, "s3:ListAllMyBuckets", "used"): 2}

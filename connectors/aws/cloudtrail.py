@@ -189,7 +189,7 @@ def _fold(events: list[Event], ctx: _Context, out: Partial, origin: str) -> None
     start, end, cap, keep = opts.start, opts.end, opts.cap, opts.identities
     mapper, plans, arn_cache, accounts, clock = ctx.mapper, ctx.plans, ctx.arn_cache, ctx.accounts, ctx.clock
     usage, unmapped, skipped, days, first, last = out.usage, out.unmapped, out.skipped, out.days, out.first, out.last
-    in_window, minutes = out.in_window, clock.minutes
+    in_window, minutes, remember = out.in_window, clock.minutes, out.seen
     for index, event in enumerate(events):
         when = event.eventTime
         if not (
@@ -253,14 +253,21 @@ def _fold(events: list[Event], ctx: _Context, out: Partial, origin: str) -> None
         console = event.sessionCredentialFromConsole
         evidence = "cloudtrail-console" if console is True or console == "true" else "cloudtrail"
         resources = event.resources
+        record = hash((event.eventID, when, source, name, identity)) if event.eventID else None
         for action in mapping.actions:
             arns = _matching(ctx, arn_cache, action, resources) if resources else []
-            _count(usage, (identity_account, identity, action, outcome, evidence), when, arns)
+            key = (identity_account, identity, action, outcome, evidence)
+            _count(usage, key, when, arns)
+            if record is not None:
+                remember(key, record)
         if outcome == "used" and event.readOnly is not True:
             raw = bytes(event.requestParameters)
             if b":iam::" in raw:  # a role ARN may be passed: implied iam:PassRole
                 for role in mapper.passed_roles(_request(raw), source, name):
-                    _count(usage, (identity_account, identity, "iam:PassRole", "used", "implied"), when, [role])
+                    key = (identity_account, identity, "iam:PassRole", "used", "implied")
+                    _count(usage, key, when, [role])
+                    if record is not None:
+                        remember(key, record)
 
 
 def _no_identity_reason(event: Event) -> str:

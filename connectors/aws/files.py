@@ -109,6 +109,7 @@ class AwsFiles:
         )
         files = self.log_files()
         partial = trail.scan(files, options, request.workers, lambda d, t: progress("CloudTrail files", d, t))
+        duplicates = partial.drop_duplicates(partial.usage)
         added = self.extras.read(request.agents, start, end, request.rules)
         partial.merge(added.partial)
         accounts = sorted({i.split(":")[4] for i in request.agents if i.count(":") >= 5})
@@ -128,7 +129,7 @@ class AwsFiles:
                 + [{"provider": "aws", **g} for g in added.gaps],
                 model.GAPS,
             ),
-            logs=(partial.stats("aws", f"CloudTrail {self._origin()}"),),
+            logs=(partial.stats("aws", f"CloudTrail {self._origin()}", duplicates),),
         )
 
     def inputs(self) -> tuple[str, ...]:

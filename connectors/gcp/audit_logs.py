@@ -233,6 +233,8 @@ def fold(entries: list[Entry], options: ScanOptions, out: Partial, origin: str =
                 continue
             resource = check.resource or (check.resourceAttributes.name if check.resourceAttributes else None)
             ukey5 = (project, principal, permission, "used" if check.granted is True else "denied", EVIDENCE)
+            if entry.insertId:
+                out.seen(ukey5, hash((entry.insertId, when, permission)))
             counter = usage.get(ukey5)
             if counter is None:
                 usage[ukey5] = [1, when, when, {resource} if resource else set()]

@@ -196,6 +196,7 @@ class GcpFiles:
         partial = gcp_logs.scan(
             self.log_files(), options, request.workers, lambda d, t: progress("Cloud Audit Log files", d, t)
         )
+        duplicates = partial.drop_duplicates(partial.usage)
         for doc in state.aggregates:
             aggregated = gcp_logs.Partial()
             fold_rows(doc["rows"], request.agents, aggregated)
@@ -238,7 +239,7 @@ class GcpFiles:
                 + _window_notes(state.aggregates, request),
                 model.GAPS,
             ),
-            logs=(partial.stats("gcp", f"Cloud Audit Logs {self._origin(state)}"),),
+            logs=(partial.stats("gcp", f"Cloud Audit Logs {self._origin(state)}", duplicates),),
             notes=_delegation_notes(partial),
         )
 
