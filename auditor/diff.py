@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -115,14 +115,77 @@ class Grant:
     caps: list[Statement] = field(default_factory=list)  # boundary statements that let it through
 
 
+class Grants(Mapping[str, Grant]):
+    """The effective permissions of one set of statements, ``action -> Grant``; a permission's Grant
+    is assembled when asked for (emitters ask for the kept ones only), so an expansion costs set
+    operations, not one object per permission."""
+
+    def __init__(
+        self,
+        actions: frozenset[str],
+        allows: Sequence[tuple[Statement, frozenset[str]]],
+        partial_denies: Sequence[tuple[Statement, frozenset[str]]],
+        caps: Sequence[tuple[Statement, frozenset[str]]],
+    ) -> None:
+        self._actions, self._allows, self._denies, self._caps = actions, allows, partial_denies, caps
+        self._built: dict[str, Grant] = {}
+
+    def __getitem__(self, action: str) -> Grant:
+        grant = self._built.get(action)
+        if grant is None:
+            if action not in self._actions:
+                raise KeyError(action)
+            grant = self._built[action] = Grant(
+                [s for s, acts in self._allows if action in acts],
+                [s for s, acts in self._denies if action in acts],
+                [s for s, acts in self._caps if action in acts],
+            )
+        return grant
+
+    def __contains__(self, action: object) -> bool:
+        return action in self._actions
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._actions)
+
+    def __len__(self) -> int:
+        return len(self._actions)
+
+    def keys(self) -> frozenset[str]:  # type: ignore[override]
+        return self._actions
+
+    def rows(self) -> tuple[list[str], list[str], list[bool], list[str]]:
+        """(action, source, conditional, condition) per granting statement, for the permission table."""
+        actions: list[str] = []
+        sources: list[str] = []
+        conditional: list[bool] = []
+        conditions: list[str] = []
+        for stmt, acts in self._allows:
+            mine = acts & self._actions
+            actions += mine
+            sources += [stmt.source] * len(mine)
+            conditional += [stmt.condition is not None] * len(mine)
+            conditions += [stmt.condition or ""] * len(mine)
+        return actions, sources, conditional, conditions
+
+    def partial_deny_rows(self) -> tuple[list[str], list[str]]:
+        actions: list[str] = []
+        sources: list[str] = []
+        for stmt, acts in self._denies:
+            mine = acts & self._actions
+            actions += mine
+            sources += [stmt.source] * len(mine)
+        return actions, sources
+
+
 @dataclass
 class Effective:
     """The expansion of one set of statements (shared by every identity holding exactly that set)."""
 
     statements: tuple[Statement, ...]
-    granted: dict[str, Grant]
+    granted: Grants
     removed_by_deny: dict[str, str]
-    removed_by_boundary: set[str]
+    removed_by_boundary: frozenset[str]
     boundary_sources: list[str]
     expired: tuple[tuple[Statement, str], ...] = ()  # statements whose condition can never hold again, and why
 
@@ -178,39 +241,32 @@ def effective_grants(statements: Sequence[Statement], catalog: Catalog, now: dat
         if verdict.status == "never"
     )
     dead = {s for s, _ in expired}
-    statements = [s for s in statements if s not in dead]
-    allowed: dict[str, Grant] = defaultdict(Grant)
-    for stmt in statements:
-        if stmt.layer == "identity" and stmt.effect == "Allow":
-            for action in catalog.expand(stmt.actions, stmt.not_action):
-                allowed[action].statements.append(stmt)
+    live = [s for s in statements if s not in dead]
+    expanded = [(s, catalog.expand(s.actions, s.not_action)) for s in live]
+    allows = [(s, acts) for s, acts in expanded if s.layer == "identity" and s.effect == "Allow"]
+    allowed = frozenset().union(*(acts for _, acts in allows))
     removed_by_deny: dict[str, str] = {}
-    for stmt in statements:
+    partial: list[tuple[Statement, frozenset[str]]] = []
+    for stmt, acts in expanded:
         if stmt.effect != "Deny":
             continue
-        for action in catalog.expand(stmt.actions, stmt.not_action) & allowed.keys():
-            if stmt.unconditional_everywhere:
+        if stmt.unconditional_everywhere:
+            for action in acts & allowed:
                 removed_by_deny.setdefault(action, stmt.source)
-            else:
-                allowed[action].partial_denies.append(stmt)
-    for action in removed_by_deny:
-        allowed.pop(action, None)
-    boundary = [s for s in statements if s.layer == "boundary"]
-    removed_by_boundary: set[str] = set()
-    if boundary:
-        for stmt in boundary:
-            if stmt.effect == "Allow":
-                for action in catalog.expand(stmt.actions, stmt.not_action) & allowed.keys():
-                    allowed[action].caps.append(stmt)
-        removed_by_boundary = {a for a, g in allowed.items() if not g.caps}
-        for action in removed_by_boundary:
-            del allowed[action]
+        else:
+            partial.append((stmt, acts))
+    effective = allowed - removed_by_deny.keys()
+    caps = [(s, acts) for s, acts in expanded if s.layer == "boundary" and s.effect == "Allow"]
+    removed_by_boundary: frozenset[str] = frozenset()
+    if any(s.layer == "boundary" for s in live):
+        capped = effective & frozenset().union(*(acts for _, acts in caps))
+        removed_by_boundary, effective = effective - capped, capped
     return Effective(
-        (*statements, *dead),
-        dict(allowed),
+        (*live, *dead),
+        Grants(frozenset(effective), allows, partial, caps),
         removed_by_deny,
         removed_by_boundary,
-        sorted({s.source for s in boundary}),
+        sorted({s.source for s in live if s.layer == "boundary"}),
         expired,
     )
 
@@ -283,15 +339,6 @@ def _observability_reasons(data: AuditInput, wanted: pl.DataFrame) -> pl.DataFra
     return both.sort("order").unique(["provider", "account", "identity", "action"], keep="first").drop("order")
 
 
-def _granted_note(grant: Grant) -> str | None:
-    notes = []
-    if all(s.condition for s in grant.statements):
-        notes.append("granted only under condition " + "; ".join(sorted({s.condition or "" for s in grant.statements})))
-    if grant.partial_denies:
-        notes.append("partly denied by " + ", ".join(sorted({s.source for s in grant.partial_denies})))
-    return "; ".join(notes) or None
-
-
 def _ungranted_note(audit: IdentityAudit, action: str, calls: int) -> str:
     if action in audit.removed_by_deny:
         return f"explicitly denied by {audit.removed_by_deny[action]}"
@@ -303,31 +350,55 @@ def _ungranted_note(audit: IdentityAudit, action: str, calls: int) -> str:
 
 
 def _sets_frame(expansions: dict[int, Effective]) -> pl.DataFrame:
-    """One row per (set, permission) the sets grant, built column by column in one go (many small
-    Python lists would be the slow part otherwise)."""
-    set_ids: list[int] = []
-    actions: list[str] = []
-    notes: list[str | None] = []
-    pairs: dict[str, list] = {"set_id": [], "action": [], "source": []}
+    """One row per (set, permission) the sets grant, with its sources and note, built from flat
+    columns in polars (per-permission Python objects would be the slow part)."""
+    grants: dict[str, list] = {"set_id": [], "action": [], "source": [], "conditional": [], "condition": []}
+    denies: dict[str, list] = {"set_id": [], "action": [], "deny": []}
     for set_id, expansion in expansions.items():
-        for action, grant in expansion.granted.items():
-            set_ids.append(set_id)
-            actions.append(action)
-            notes.append(_granted_note(grant) if grant.partial_denies or grant.statements[0].condition else None)
-            for source in {s.source for s in grant.statements}:
-                pairs["set_id"].append(set_id)
-                pairs["action"].append(action)
-                pairs["source"].append(source)
-    sources = (
-        pl.DataFrame(pairs, schema={"set_id": pl.UInt32, "action": pl.Utf8, "source": pl.Utf8})
-        .group_by("set_id", "action")
-        .agg(pl.col("source").sort().alias("grant_sources"))
+        actions, sources, conditional, conditions = expansion.granted.rows()
+        grants["set_id"] += [set_id] * len(actions)
+        grants["action"] += actions
+        grants["source"] += sources
+        grants["conditional"] += conditional
+        grants["condition"] += conditions
+        actions, sources = expansion.granted.partial_deny_rows()
+        denies["set_id"] += [set_id] * len(actions)
+        denies["action"] += actions
+        denies["deny"] += sources
+    keys = ["set_id", "action"]
+    frame = (
+        pl.DataFrame(
+            grants,
+            schema={
+                "set_id": pl.UInt32,
+                "action": pl.Utf8,
+                "source": pl.Utf8,
+                "conditional": pl.Boolean,
+                "condition": pl.Utf8,
+            },
+        )
+        .group_by(keys)
+        .agg(
+            pl.col("source").unique().sort().alias("grant_sources"),
+            pl.col("conditional").all().alias("only_conditional"),
+            pl.col("condition").filter(pl.col("conditional")).unique().sort().alias("conditions"),
+        )
     )
-    granted = pl.DataFrame(
-        {"set_id": set_ids, "action": actions, "note": notes},
-        schema={"set_id": pl.UInt32, "action": pl.Utf8, "note": pl.Utf8},
+    partial = (
+        pl.DataFrame(denies, schema={"set_id": pl.UInt32, "action": pl.Utf8, "deny": pl.Utf8})
+        .group_by(keys)
+        .agg(pl.col("deny").unique().sort().str.join(", ").alias("denied_by"))
     )
-    return granted.join(sources, on=["set_id", "action"], how="left")
+    frame = frame.join(partial, on=keys, how="left")
+    condition_note = pl.when(pl.col("only_conditional")).then(
+        pl.lit("granted only under condition ") + pl.col("conditions").list.join("; ")
+    )
+    deny_note = pl.when(pl.col("denied_by").is_not_null()).then(pl.lit("partly denied by ") + pl.col("denied_by"))
+    return frame.select(
+        *keys,
+        "grant_sources",
+        pl.concat_str([condition_note, deny_note], separator="; ", ignore_nulls=True).alias("note"),
+    ).with_columns(pl.when(pl.col("note") != "").then("note").alias("note"))
 
 
 def _classification_frame(data: AuditInput, rules: Rules, keys: pl.DataFrame) -> pl.DataFrame:

@@ -167,12 +167,18 @@ def escalation_paths(
 
 
 def _state_findings(out: _Collector, perms: pl.DataFrame, sev: Mapping[str, str]) -> None:
-    by_rule: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for row in perms.filter(pl.col("granted") & pl.col("destructive") & (pl.col("state") == "unused")).iter_rows(
-        named=True
+    never = perms.filter(pl.col("granted") & pl.col("destructive") & (pl.col("state") == "unused"))
+    by_rule = {
+        (rule, severity, reason): actions
+        for rule, severity, reason, actions in never.group_by(
+            ["destructive_rule", "destructive_severity", "destructive_reason"], maintain_order=True
+        )
+        .agg("action")
+        .iter_rows()
+    }
+    for (rule, severity, reason), actions in sorted(
+        by_rule.items(), key=lambda kv: (-SEVERITY_RANK[kv[0][1]], kv[0][0])
     ):
-        by_rule[(row["destructive_rule"], row["destructive_severity"], row["destructive_reason"])].append(row["action"])
-    for (rule, severity, reason), actions in sorted(by_rule.items(), key=lambda kv: -SEVERITY_RANK[kv[0][1]]):
         out.add(
             "unused-destructive",
             severity,

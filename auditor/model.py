@@ -63,7 +63,7 @@ GRANTS = {
     # binding (GCP role binding) | admin-role (binding of a basic role that grants nearly everything)
     "source_kind": pl.Utf8,
     "policy": pl.Utf8,  # AWS managed policy ARN or inline policy name; GCP role name
-    "scope": pl.Utf8,  # where it is attached: AWS identity or group ARN; GCP resource of the binding
+    "scope": pl.Utf8,  # where it is attached: AWS group ARN (null: the identity itself); GCP resource of the binding
     "member": pl.Utf8,  # GCP binding member
 }
 

@@ -110,15 +110,20 @@ class Rules:
             return self._views[key]
 
     def classify(self, provider: str, action: str, catalog: Catalog) -> Classification | None:
+        """The highest-severity destructive rule matching ``action`` (the first listed among equals)."""
         level = catalog.access_level(action)
-        best: DestructiveRule | None = None
-        for rule in self.destructive:
-            outranks = best is None or SEVERITY_RANK[rule.severity] > SEVERITY_RANK[best.severity]
-            if outranks and rule.provider == provider and rule.applies(action, level):
-                best = rule
-        if best is None:
-            return None
-        return Classification(best.id, best.category, best.severity, best.reason)
+        for rule in self._ranked(provider):
+            if rule.applies(action, level):
+                return Classification(rule.id, rule.category, rule.severity, rule.reason)
+        return None
+
+    def _ranked(self, provider: str) -> tuple[DestructiveRule, ...]:
+        return self.view(
+            f"destructive/{provider}",
+            lambda r: tuple(
+                sorted((d for d in r.destructive if d.provider == provider), key=lambda d: -SEVERITY_RANK[d.severity])
+            ),
+        )
 
     def methods_for(self, provider: str) -> list[EscalationMethod]:
         return [m for m in self.escalation if m.provider == provider]

@@ -18,6 +18,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Annotated
 
+# Rich formatting costs ~0.15 s of start-up: only help pages use it.
+os.environ.setdefault("TYPER_USE_RICH", "1" if len(sys.argv) < 2 or {"--help", "-h"} & set(sys.argv) else "0")
+
 import typer
 
 from auditor import __version__

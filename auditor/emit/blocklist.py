@@ -9,10 +9,12 @@ approval gate). A destructive permission is always in exactly one of the two. Sc
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import yaml
 
 from auditor import __version__
 from auditor.timefmt import iso, window_dict
@@ -60,17 +62,29 @@ def _approval(row: dict[str, Any]) -> dict[str, Any]:
 
 def blocklist(result: AuditResult) -> dict[str, Any]:
     destructive = result.permissions.filter(pl.col("granted") & pl.col("destructive")).sort("action")
-    by_identity = destructive.partition_by(["provider", "identity"], as_dict=True)
+    blocked = destructive.filter(pl.col("state").is_in(["unused", "denied"]))
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in (
+        blocked.group_by(["provider", "identity", "destructive_rule"], maintain_order=True)
+        .agg(
+            pl.col("destructive_category").first(),
+            pl.col("destructive_severity").first(),
+            pl.col("destructive_reason").first(),
+            pl.col("action").sort(),
+        )
+        .sort("destructive_rule")
+        .iter_rows(named=True)
+    ):
+        group = _deny_group(row)
+        group["permissions"] = row["action"]
+        groups[(row["provider"], row["identity"])].append(group)
+    gated: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in destructive.filter(~pl.col("state").is_in(["unused", "denied"])).iter_rows(named=True):
+        gated[(row["provider"], row["identity"])].append(_approval(row))
     identities = []
     for audit in result.audits:
-        rows = by_identity.get((audit.provider, audit.identity))
-        deny_groups: dict[str, dict[str, Any]] = {}
-        approval = []
-        for row in rows.iter_rows(named=True) if rows is not None else ():
-            if row["state"] in ("unused", "denied"):
-                deny_groups.setdefault(row["destructive_rule"], _deny_group(row))["permissions"].append(row["action"])
-            else:
-                approval.append(_approval(row))
+        deny_groups = {g["rule"]: g for g in groups.get((audit.provider, audit.identity), [])}
+        approval = gated.get((audit.provider, audit.identity), [])
         identities.append(
             {
                 "provider": audit.provider,
@@ -90,9 +104,40 @@ def blocklist(result: AuditResult) -> dict[str, Any]:
     }
 
 
-#: libyaml's emitter when PyYAML was built with it (10x faster on large blocklists).
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
 def render(document: dict[str, Any]) -> str:
-    return HEADER + yaml.dump(document, Dumper=_DUMPER, sort_keys=False, width=120, allow_unicode=True)
+    return HEADER + "".join(_yaml(document, 0)) + "\n"
+
+
+def _scalar(value: Any) -> str:
+    """A YAML scalar: strings as JSON strings (valid YAML double-quoted scalars, nothing to escape by hand)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _yaml(value: Any, indent: int) -> Iterator[str]:
+    """Block-style YAML of dicts, lists and scalars (the blocklist can hold 100,000s of permissions:
+    a generic dumper is the slow part there)."""
+    pad = " " * indent
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, dict | list) and item:
+                yield f"{pad}{key}:\n"
+                yield from _yaml(item, indent + 2)
+            else:
+                empty = "{}" if isinstance(item, dict) else "[]" if isinstance(item, list) else _scalar(item)
+                yield f"{pad}{key}: {empty}\n"
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict) and item:
+                lines = list(_yaml(item, indent + 2))
+                yield f"{pad}- {lines[0].lstrip()}"
+                yield from lines[1:]
+            else:
+                yield f"{pad}- {_scalar(item)}\n"
+    else:
+        yield f"{pad}{_scalar(value)}\n"

@@ -223,7 +223,7 @@ class AuthorizationDetails:
                     "source": source,
                     "source_kind": kind,
                     "policy": policy or source,
-                    "scope": scope or identity,
+                    "scope": scope,  # None: attached to the identity itself (lets identities share an expansion)
                 }
                 for stmt in statements(document)
             ]
@@ -256,7 +256,13 @@ class AuthorizationDetails:
                 name = str(item.get("PolicyName"))
                 source = f"{owner}/inline/{name}"
                 rows += self._grant_rows(
-                    account, identity, item.get("PolicyDocument"), source, kind, policy=name, scope=owner
+                    account,
+                    identity,
+                    item.get("PolicyDocument"),
+                    source,
+                    kind,
+                    policy=name,
+                    scope=None if owner == identity else owner,
                 )
         return rows
 
@@ -270,7 +276,7 @@ class AuthorizationDetails:
             self._gap(account, f"{self.origin}: {arn}", f"permissions boundary of {identity} is not in the export")
             # An unknown boundary could only narrow the grant; keeping the grant unbounded over-reports.
             return []
-        return self._grant_rows(account, identity, document, arn, "boundary", layer="boundary", scope=identity)
+        return self._grant_rows(account, identity, document, arn, "boundary", layer="boundary")
 
     def frames(self, selector: AgentSelector) -> GrantSet:
         """Identities, grants, trust policies and managed policies of every role and user."""
