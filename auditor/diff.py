@@ -16,6 +16,7 @@ and the permission table is built with joins over sets, so cost grows linearly w
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -401,23 +402,58 @@ def _sets_frame(expansions: dict[int, Effective]) -> pl.DataFrame:
     ).with_columns(pl.when(pl.col("note") != "").then("note").alias("note"))
 
 
+def _glob_expr(regex: re.Pattern[str]) -> pl.Expr:
+    """A compiled permission glob (:func:`auditor.matching.any_glob_regex`) as a polars match."""
+    return pl.col("action").str.contains(f"(?is)^{regex.pattern}$")
+
+
 def _classification_frame(data: AuditInput, rules: Rules, keys: pl.DataFrame) -> pl.DataFrame:
-    rows = []
-    for provider, action in keys.unique().iter_rows():
+    """Service, access level and the destructive rule (highest severity first) of every permission,
+    matched in polars: an administrator's 20,000 permissions against every rule at once."""
+    frames = []
+    for (provider,), actions in keys.unique().group_by(["provider"]):
         catalog = data.catalogs[provider]
-        cls = rules.classify(provider, action, catalog)
-        rows.append(
-            (
-                provider,
-                action,
-                catalog.service_of(action),
-                catalog.access_level(action),
-                cls is not None,
-                cls.rule if cls else None,
-                cls.category if cls else None,
-                cls.severity if cls else None,
-                cls.reason if cls else None,
-            )
+        names = actions["action"].to_list()
+        frame = pl.DataFrame(
+            {
+                "provider": [provider] * len(names),
+                "action": names,
+                "service": [catalog.service_of(a) for a in names],
+                "access_level": [catalog.access_level(a) for a in names],
+            },
+            schema={"provider": pl.Utf8, "action": pl.Utf8, "service": pl.Utf8, "access_level": pl.Utf8},
+        )
+        ranked = rules.ranked(provider)
+        rule = pl.lit(None, dtype=pl.UInt32)
+        for index in reversed(range(len(ranked))):  # the first matching rule wins
+            this = ranked[index]
+            match = _glob_expr(this.match_regex)
+            if this.exceptions:
+                match &= ~_glob_expr(this.except_regex)
+            if this.access_levels is not None:
+                match &= pl.col("access_level").is_in(sorted(this.access_levels))
+            rule = pl.when(match).then(pl.lit(index, dtype=pl.UInt32)).otherwise(rule)
+        table = pl.DataFrame(
+            {
+                "rule": list(range(len(ranked))),
+                "destructive_rule": [r.id for r in ranked],
+                "destructive_category": [r.category for r in ranked],
+                "destructive_severity": [r.severity for r in ranked],
+                "destructive_reason": [r.reason for r in ranked],
+            },
+            schema={
+                "rule": pl.UInt32,
+                "destructive_rule": pl.Utf8,
+                "destructive_category": pl.Utf8,
+                "destructive_severity": pl.Utf8,
+                "destructive_reason": pl.Utf8,
+            },
+        )
+        frames.append(
+            frame.with_columns(rule.alias("rule"))
+            .join(table, on="rule", how="left")
+            .with_columns(pl.col("rule").is_not_null().alias("destructive"))
+            .drop("rule")
         )
     schema = {
         "provider": pl.Utf8,
@@ -430,7 +466,7 @@ def _classification_frame(data: AuditInput, rules: Rules, keys: pl.DataFrame) ->
         "destructive_severity": pl.Utf8,
         "destructive_reason": pl.Utf8,
     }
-    return pl.DataFrame(rows, schema=schema, orient="row")
+    return pl.concat([f.select(list(schema)) for f in frames]) if frames else pl.DataFrame(schema=schema)
 
 
 def permission_table(

@@ -65,6 +65,14 @@ class DestructiveRule:
         object.__setattr__(self, "_match", any_glob_regex(self.actions))
         object.__setattr__(self, "_except", any_glob_regex(self.exceptions))
 
+    @property
+    def match_regex(self) -> re.Pattern[str]:
+        return self._match
+
+    @property
+    def except_regex(self) -> re.Pattern[str]:
+        return self._except
+
     def applies(self, action: str, access_level: str) -> bool:
         if self.access_levels is not None and access_level not in self.access_levels:
             return False
@@ -112,12 +120,13 @@ class Rules:
     def classify(self, provider: str, action: str, catalog: Catalog) -> Classification | None:
         """The highest-severity destructive rule matching ``action`` (the first listed among equals)."""
         level = catalog.access_level(action)
-        for rule in self._ranked(provider):
+        for rule in self.ranked(provider):
             if rule.applies(action, level):
                 return Classification(rule.id, rule.category, rule.severity, rule.reason)
         return None
 
-    def _ranked(self, provider: str) -> tuple[DestructiveRule, ...]:
+    def ranked(self, provider: str) -> tuple[DestructiveRule, ...]:
+        """The destructive rules of ``provider``, highest severity first (listed order among equals)."""
         return self.view(
             f"destructive/{provider}",
             lambda r: tuple(
