@@ -367,17 +367,29 @@ def _sets_frame(expansions: dict[int, Effective]) -> pl.DataFrame:
         denies["action"] += actions
         denies["deny"] += sources
     keys = ["set_id", "action"]
-    frame = (
-        pl.DataFrame(
-            grants,
-            schema={
-                "set_id": pl.UInt32,
-                "action": pl.Utf8,
-                "source": pl.Utf8,
-                "conditional": pl.Boolean,
-                "condition": pl.Utf8,
-            },
-        )
+    rows = pl.DataFrame(
+        grants,
+        schema={
+            "set_id": pl.UInt32,
+            "action": pl.Utf8,
+            "source": pl.Utf8,
+            "conditional": pl.Boolean,
+            "condition": pl.Utf8,
+        },
+    )
+    # Most permissions are granted by one statement: only those granted by several need a group-by.
+    several = pl.struct(keys).is_duplicated()
+    single = rows.filter(~several).select(
+        *keys,
+        pl.concat_list("source").alias("grant_sources"),
+        pl.col("conditional").alias("only_conditional"),
+        pl.when(pl.col("conditional"))
+        .then(pl.concat_list("condition"))
+        .otherwise(pl.lit([], dtype=pl.List(pl.Utf8)))
+        .alias("conditions"),
+    )
+    multiple = (
+        rows.filter(several)
         .group_by(keys)
         .agg(
             pl.col("source").unique().sort().alias("grant_sources"),
@@ -385,6 +397,7 @@ def _sets_frame(expansions: dict[int, Effective]) -> pl.DataFrame:
             pl.col("condition").filter(pl.col("conditional")).unique().sort().alias("conditions"),
         )
     )
+    frame = pl.concat([single, multiple])
     partial = (
         pl.DataFrame(denies, schema={"set_id": pl.UInt32, "action": pl.Utf8, "deny": pl.Utf8})
         .group_by(keys)

@@ -305,6 +305,22 @@ class _Engine:
         self._actions: dict[tuple[str, str], frozenset[str]] = {}
         self._admin: dict[str, AdminClass | None] = {}
         self._globs: dict[tuple[str, str, str], bool] = {}
+        self._by_kind: dict[str, list[Principal]] = {}
+        for q in self.principals:
+            self._by_kind.setdefault(q.kind, []).append(q)
+        # Which roles' trust policies can admit whom: a role is a candidate for P only when its trust
+        # names P's ARN, P's account (id or root) or "*", or uses NotPrincipal (so role chaining costs
+        # per principal the roles that may admit it, not every role of the organization).
+        self._trusting: dict[str, list[Principal]] = {}
+        self._open: list[Principal] = []
+        for role in self._by_kind.get("role", []):
+            names = {n for t in role.trust if not t.not_principal for n in t.aws}
+            if "*" in names or any(t.not_principal for t in role.trust):
+                self._open.append(role)
+                continue
+            for name in names:
+                self._trusting.setdefault(name, []).append(role)
+        self._service_cache: dict[tuple[str, ...], list[_Target]] = {}
 
     # --- statements and conditions ----------------------------------------------------------
 
@@ -562,40 +578,54 @@ class _Engine:
         formats = self.arn_formats.get(action) or ["*"]
         return [_Target(_template(f, p.account)) for f in formats]
 
+    def _may_admit(self, p: Principal) -> list[Principal]:
+        """The roles whose trust policy may admit ``p`` (the exact check is :meth:`_admits`)."""
+        partition = p.id.split(":")[1] if p.id.count(":") >= 5 else "aws"
+        keys = (p.id, p.account, f"arn:{partition}:iam::{p.account}:root")
+        found = {q.id: q for key in keys for q in self._trusting.get(key, ())}
+        found.update((q.id, q) for q in self._open)
+        return [q for q in found.values() if q.id != p.id]
+
     def _entities(self, p: Principal, spec: TargetSpec) -> list[_Target]:
-        others = [q for q in self.principals if q.id != p.id]
-        roles = [q for q in others if q.kind == "role"]
-        changeable = [q for q in roles if "/aws-service-role/" not in q.id]
         kind = spec.kind
+        if kind in ("assumable-role", "self-or-assumable-role"):
+            trusting = self._may_admit(p)
+            if kind == "assumable-role":
+                return [_Target(q.id, q, assumed=True) for q in trusting]
+            own = [_Target(p.id, p)] if p.kind == "role" else []
+            return own + [_Target(q.id, q, assumed=True) for q in trusting if "/aws-service-role/" not in q.id]
+        others = [q for q in self._by_kind.get(_KIND_OF_TARGETS.get(kind, kind), []) if q.id != p.id]
+        roles = [q for q in self._by_kind.get("role", []) if q.id != p.id]
+        changeable = [q for q in roles if "/aws-service-role/" not in q.id]
         if kind in ("self", "bounded-self"):
             keep = p.kind in ("user", "role") and (kind == "self" or self.bounded(p))
             return [_Target(p.id, p)] if keep else []
         if kind == "own-group":
             return [_Target(g, self.by_id.get(g)) for g in p.groups]
         if kind == "group":
-            groups = [q for q in others if q.kind == "group" and q.id not in p.groups]
+            groups = [q for q in others if q.id not in p.groups]
             return [_Target(q.id, q) for q in groups] if p.kind == "user" else []
         if kind == "other-user":
-            return [_Target(q.id, q) for q in others if q.kind == "user"]
+            return [_Target(q.id, q) for q in others]
         if kind == "role":
             return [_Target(q.id, q) for q in changeable]
-        if kind == "assumable-role":
-            return [_Target(q.id, q, assumed=True) for q in roles]
-        if kind == "self-or-assumable-role":
-            own = [_Target(p.id, p)] if p.kind == "role" else []
-            return own + [_Target(q.id, q, assumed=True) for q in changeable]
         if kind == "role-assumable-by":
-            return self._service_roles(roles, spec.services)
-        return [_Target(q.resource, q) for q in others if q.kind == "service_account"]
+            return [t for t in self._service_roles(spec.services) if t.resource != p.id]
+        return [_Target(q.resource, q) for q in others]
 
-    def _service_roles(self, roles: Iterable[Principal], services: Iterable[str]) -> list[_Target]:
+    def _service_roles(self, services: Iterable[str]) -> list[_Target]:
+        """Every role one of ``services`` can assume (computed once per set of services)."""
+        key = tuple(services)
+        if key in self._service_cache:
+            return self._service_cache[key]
         found = []
-        for role in roles:
+        for role in self._by_kind.get("role", []):
             for service in services:
                 conditions = self.runs(role, service)
                 if conditions is not None:
                     context = (("iam:PassedToService", service),)
                     found.append(_Target(role.id, role, conditions, context, note=f"{service} can assume it"))
+        self._service_cache[key] = found
         return found
 
     # --- methods -------------------------------------------------------------------------------------
@@ -671,8 +701,8 @@ class _Engine:
         return [_chain_path(base, t, gs) for t, gs in chained], edges
 
     def _runs_as(self, p: Principal, services: Sequence[str]) -> list[_Target]:
-        roles = [q for q in self.principals if q.kind == "role" and q.id != p.id]
-        found = [t for t in self._service_roles(roles, services) if self.gains(p, t.principal)]
+        candidates = [t for t in self._service_roles(services) if t.resource != p.id]
+        found = [t for t in candidates if self.gains(p, t.principal)]
         return sorted(found, key=lambda t: len(t.conditions))
 
     def paths(self, p: Principal, methods: Sequence[EscalationMethod]) -> tuple[list[EscalationPath], list[_Edge]]:
@@ -688,6 +718,10 @@ class _Engine:
                 if target not in edges or len(conditions) < len(edges[target]):
                     edges[target] = conditions
         return paths, sorted(edges.items())
+
+
+#: The principal kind each target kind enumerates.
+_KIND_OF_TARGETS = {"group": "group", "other-user": "user", "service-account": "service_account"}
 
 
 def _is_broad(s: Statement) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -166,19 +167,67 @@ def escalation_paths(
     return paths, admin
 
 
-def _state_findings(out: _Collector, perms: pl.DataFrame, sev: Mapping[str, str]) -> None:
-    never = perms.filter(pl.col("granted") & pl.col("destructive") & (pl.col("state") == "unused"))
-    by_rule = {
-        (rule, severity, reason): actions
-        for rule, severity, reason, actions in never.group_by(
-            ["destructive_rule", "destructive_severity", "destructive_reason"], maintain_order=True
+@dataclass
+class _States:
+    """The permission table folded once per identity (a group-by each), for the state findings."""
+
+    unused_destructive: dict[tuple[str, str], list[tuple[str, str, str, list[str]]]]
+    used_destructive: dict[tuple[str, str], list[dict[str, Any]]]
+    lists: dict[str, dict[tuple[str, str], dict[str, Any]]]  # finding kind -> identity -> aggregate
+    granted: dict[tuple[str, str], int]
+    states: dict[tuple[str, str], dict[str, str]]
+
+    @classmethod
+    def of(cls, perms: pl.DataFrame) -> _States:
+        keys = ["provider", "identity"]
+        destructive = pl.col("granted") & pl.col("destructive")
+        unused_destructive: dict[tuple[str, str], list[tuple[str, str, str, list[str]]]] = defaultdict(list)
+        grouped = (
+            perms.filter(destructive & (pl.col("state") == "unused"))
+            .group_by([*keys, "destructive_rule", "destructive_severity", "destructive_reason"], maintain_order=True)
+            .agg("action")
         )
-        .agg("action")
-        .iter_rows()
-    }
-    for (rule, severity, reason), actions in sorted(
-        by_rule.items(), key=lambda kv: (-SEVERITY_RANK[kv[0][1]], kv[0][0])
-    ):
+        for provider, identity, rule, severity, reason, actions in grouped.iter_rows():
+            unused_destructive[(provider, identity)].append((rule, severity, reason, actions))
+        used_destructive: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for row in perms.filter(destructive & (pl.col("state") == "used")).iter_rows(named=True):
+            used_destructive[(row["provider"], row["identity"])].append(row)
+        selections = {
+            "denied-attempt": pl.col("state") == "denied",
+            "unused-grant": pl.col("granted") & ~pl.col("destructive") & (pl.col("state") == "unused"),
+            "unobservable-grant": pl.col("state") == "unobservable",
+            "used-not-granted": ~pl.col("granted") & (pl.col("state") == "used"),
+        }
+        lists = {
+            kind: {
+                (r["provider"], r["identity"]): r
+                for r in perms.filter(where)
+                .group_by(keys, maintain_order=True)
+                .agg(
+                    pl.col("action"),
+                    pl.col("denied_calls").sum(),
+                    pl.col("unobservable_reason").drop_nulls().unique().sort(),
+                )
+                .iter_rows(named=True)
+            }
+            for kind, where in selections.items()
+        }
+        granted = {(p, i): int(n) for p, i, n in perms.group_by(keys).agg(pl.col("granted").sum()).iter_rows()}
+        states: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+        for provider, identity, action, state in perms.select(*keys, "action", "state").iter_rows():
+            states[(provider, identity)][action] = state
+        return cls(
+            unused_destructive,
+            used_destructive,
+            lists,
+            granted,
+            states,
+        )
+
+
+def _state_findings(out: _Collector, key: tuple[str, str], folded: _States, sev: Mapping[str, str]) -> None:
+    ranked = sorted(folded.unused_destructive.get(key, []), key=lambda g: (-SEVERITY_RANK[g[1]], g[0]))
+    for rule, severity, reason, actions in ranked:
         out.add(
             "unused-destructive",
             severity,
@@ -187,9 +236,7 @@ def _state_findings(out: _Collector, perms: pl.DataFrame, sev: Mapping[str, str]
             rule=rule,
             detail="block in code (blocklist deny) and remove from the policy",
         )
-    for row in perms.filter(pl.col("granted") & pl.col("destructive") & (pl.col("state") == "used")).iter_rows(
-        named=True
-    ):
+    for row in folded.used_destructive.get(key, []):
         out.add(
             "used-destructive",
             _cap(sev["used-destructive"], row["destructive_severity"]),
@@ -198,41 +245,36 @@ def _state_findings(out: _Collector, perms: pl.DataFrame, sev: Mapping[str, str]
             rule=row["destructive_rule"],
             detail="route through a human approval gate",
         )
-    denied = perms.filter(pl.col("state") == "denied")
-    if denied.height:
+    lists = folded.lists
+    if denied := lists["denied-attempt"].get(key):
         out.add(
             "denied-attempt",
             sev["denied-attempt"],
-            f"{_plural(denied.height, 'permission')} attempted and refused by authorization",
-            denied["action"].to_list(),
-            detail=f"{int(denied['denied_calls'].sum()):,} refused call(s)",
+            f"{_plural(len(denied['action']), 'permission')} attempted and refused by authorization",
+            denied["action"],
+            detail=f"{int(denied['denied_calls']):,} refused call(s)",
         )
-    unused = perms.filter(pl.col("granted") & ~pl.col("destructive") & (pl.col("state") == "unused"))
-    if unused.height:
-        granted = int(perms["granted"].sum())
+    if unused := lists["unused-grant"].get(key):
         out.add(
             "unused-grant",
             sev["unused-grant"],
-            f"{_plural(unused.height, 'granted permission')} of {granted:,} never used",
-            unused["action"].to_list(),
+            f"{_plural(len(unused['action']), 'granted permission')} of {folded.granted.get(key, 0):,} never used",
+            unused["action"],
         )
-    unobservable = perms.filter(pl.col("state") == "unobservable")
-    if unobservable.height:
-        reasons = sorted(set(unobservable["unobservable_reason"].to_list()))
+    if blind := lists["unobservable-grant"].get(key):
         out.add(
             "unobservable-grant",
             sev["unobservable-grant"],
-            f"{_plural(unobservable.height, 'granted permission')} the logs cannot show (kept, not called unused)",
-            unobservable["action"].to_list(),
-            detail="; ".join(reasons),
+            f"{_plural(len(blind['action']), 'granted permission')} the logs cannot show (kept, not called unused)",
+            blind["action"],
+            detail="; ".join(blind["unobservable_reason"]),
         )
-    stray = perms.filter(~pl.col("granted") & (pl.col("state") == "used"))
-    if stray.height:
+    if stray := lists["used-not-granted"].get(key):
         out.add(
             "used-not-granted",
             sev["used-not-granted"],
-            f"{_plural(stray.height, 'permission')} used without an identity-policy grant",
-            stray["action"].to_list(),
+            f"{_plural(len(stray['action']), 'permission')} used without an identity-policy grant",
+            stray["action"],
             detail="granted by a resource policy or lost in expansion; check",
         )
 
@@ -241,7 +283,7 @@ def build_findings(data: AuditInput, result: DiffResult, rules: Rules, now: date
     rows: list[dict[str, Any]] = []
     sev = rules.severities
     paths, admin = escalation_paths(data, result, rules, now)
-    perms_by_identity = result.permissions.partition_by(["provider", "identity"], as_dict=True)
+    folded = _States.of(result.permissions)
     unmapped = data.unmapped.group_by(["provider", "identity"]).agg(
         pl.col("event").unique().sort(), pl.col("calls").sum()
     )
@@ -254,11 +296,8 @@ def build_findings(data: AuditInput, result: DiffResult, rules: Rules, now: date
     }
     for audit in result.identities:
         out = _Collector(audit)
-        perms = perms_by_identity.get((audit.provider, audit.identity))
-        if perms is None:
-            perms = result.permissions.clear()
-        states = dict(zip(perms["action"], perms["state"], strict=True))
         key = (audit.provider, audit.identity)
+        states = folded.states.get(key, {})
         _grant_findings(out, audit, sev, data.catalogs[audit.provider], admin.get(key))
         _escalation_findings(out, paths.get(key, []), states)
         if not audit.any_activity and (audit.provider, audit.account) not in blind:
@@ -275,7 +314,7 @@ def build_findings(data: AuditInput, result: DiffResult, rules: Rules, now: date
                 [],
                 detail="remove the identity or all of its grants (the plan in policies/index.json does)",
             )
-        _state_findings(out, perms, sev)
+        _state_findings(out, key, folded, sev)
         extra = unmapped_by.get((audit.provider, audit.identity))
         if extra:
             out.add(
