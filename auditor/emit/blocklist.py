@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import polars as pl
 
 from auditor import __version__
@@ -114,9 +115,9 @@ def _scalar(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, int | float):
         return json.dumps(value)
-    return json.dumps(str(value), ensure_ascii=False)
+    return orjson.dumps(str(value)).decode()
 
 
 def _yaml(value: Any, indent: int) -> Iterator[str]:

@@ -6,6 +6,7 @@ never disagree. Nothing secret goes in: no access keys, no request parameters, n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -37,21 +38,61 @@ def _records(df: pl.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+@dataclass(frozen=True)
+class _Folded:
+    """The permission table folded once per identity (group-bys over the whole table)."""
+
+    counts: dict[tuple[str, str], dict[str, Any]]
+    used: dict[tuple[str, str], pl.DataFrame]
+    blind: dict[tuple[str, str], list[dict[str, Any]]]
+
+    @classmethod
+    def of(cls, perms: pl.DataFrame) -> _Folded:
+        keys = ["provider", "identity"]
+        granted = pl.col("granted")
+        state = pl.col("state")
+        counts = perms.group_by(keys).agg(
+            granted.sum().alias("granted"),
+            (granted & (state == "used")).sum().alias("used"),
+            (granted & (state == "unused")).sum().alias("unused"),
+            (granted & (state == "unobservable")).sum().alias("unobservable"),
+            (state == "denied").sum().alias("denied"),
+            (granted & pl.col("destructive")).sum().alias("destructive_granted"),
+            pl.col("evidence").list.explode(keep_nulls=False, empty_as_null=False).unique().sort().alias("evidence"),
+        )
+        used = perms.filter(state == "used").select(
+            *keys, "action", "granted", "calls", "first_seen", "last_seen", "evidence", "resources_seen", "destructive"
+        )
+        blind: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        reasons = (
+            perms.filter(granted & (state == "unobservable"))
+            .group_by([*keys, "unobservable_reason"])
+            .len()
+            .sort(["len", "unobservable_reason"], descending=[True, False])
+        )
+        for provider, identity, reason, count in reasons.iter_rows():
+            blind.setdefault((provider, identity), []).append({"reason": reason, "permissions": count})
+        return cls(
+            {(r["provider"], r["identity"]): r for r in counts.iter_rows(named=True)},
+            {k: v.drop(keys) for k, v in used.partition_by(keys, as_dict=True).items()},
+            blind,
+        )
+
+
 def _identity(
     audit: IdentityAudit,
     ident: dict[str, Any],
     policy: IdentityPolicies | None,
     sources: list[str],
-    perms: pl.DataFrame,
+    folded: _Folded,
     findings: pl.DataFrame,
 ) -> dict[str, Any]:
-    granted = perms.filter(pl.col("granted"))
-    states = dict(granted.group_by("state").len().iter_rows())
-    used = perms.filter(pl.col("state") == "used").select(
-        "action", "granted", "calls", "first_seen", "last_seen", "evidence", "resources_seen", "destructive"
+    key = (audit.provider, audit.identity)
+    counts = folded.counts.get(key) or dict.fromkeys(
+        ("granted", "used", "unused", "unobservable", "denied", "destructive_granted"), 0
     )
-    blind = granted.filter(pl.col("state") == "unobservable").group_by("unobservable_reason").len()
-    unused = states.get("unused", 0)
+    used = folded.used.get(key)
+    granted, unused = counts["granted"], counts["unused"]
     return {
         "provider": audit.provider,
         "account": audit.account,
@@ -60,23 +101,20 @@ def _identity(
         "kind": ident["kind"],
         "selected_by": ident["selected_by"],
         "grant_sources": sorted({s.source for s in audit.statements}),
-        "granted": granted.height,
-        "used": states.get("used", 0),
-        "denied": perms.filter(pl.col("state") == "denied").height,
+        "granted": granted,
+        "used": counts["used"],
+        "denied": counts["denied"],
         "unused": unused,
-        "unobservable": states.get("unobservable", 0),
-        "unused_percent": round(100 * unused / granted.height, 1) if granted.height else 0.0,
-        "destructive_granted": granted.filter(pl.col("destructive")).height,
+        "unobservable": counts["unobservable"],
+        "unused_percent": round(100 * unused / granted, 1) if granted else 0.0,
+        "destructive_granted": counts["destructive_granted"],
         "findings": _severity_counts(findings),
         "coverage": {
             "sources": sources,
-            "evidence": sorted({e for row in perms["evidence"].to_list() for e in row}),
-            "unobservable": [
-                {"reason": reason, "permissions": count}
-                for reason, count in blind.sort(["len", "unobservable_reason"], descending=[True, False]).iter_rows()
-            ],
+            "evidence": list(counts.get("evidence") or []),
+            "unobservable": folded.blind.get(key, []),
         },
-        "used_permissions": _records(used),
+        "used_permissions": _records(used) if used is not None else [],
         "policy_folder": policy.folder if policy else None,
         "policy_files": [f.path for f in policy.files] if policy else [],
         "apply_commands": policy.apply if policy else [],
@@ -101,7 +139,7 @@ def _not_audited(result: AuditResult) -> list[dict[str, Any]]:
 
 def report(result: AuditResult, policies: list[IdentityPolicies], written: list[str]) -> dict[str, Any]:
     by_key = {(p.provider, p.identity): p for p in policies}
-    perms = result.permissions.partition_by(["provider", "identity"], as_dict=True)
+    folded = _Folded.of(result.permissions)
     findings = result.findings.partition_by(["provider", "identity"], as_dict=True)
     rows = {(r["provider"], r["identity"]): r for r in result.data.identities.iter_rows(named=True)}
     sources: dict[tuple[str, str], set[str]] = {}
@@ -113,7 +151,7 @@ def report(result: AuditResult, policies: list[IdentityPolicies], written: list[
             rows[(audit.provider, audit.identity)],
             by_key.get((audit.provider, audit.identity)),
             sorted(sources.get((audit.provider, audit.account), ())),
-            perms.get((audit.provider, audit.identity), result.permissions.clear()),
+            folded,
             findings.get((audit.provider, audit.identity), result.findings.clear()),
         )
         for audit in result.audits
