@@ -55,8 +55,13 @@ def aws_environment(managed_policies: bool = True) -> Iterator[None]:
     """Fake credentials, no profile files, no real endpoint: nothing can reach a real AWS account.
 
     ``managed_policies``: moto accounts created meanwhile get AWS's ~1,300 real managed policies
-    (moto reads the variable when it creates an account's IAM; without them IAM calls are faster)."""
+    (moto reads the variable when it creates an account's IAM; without them IAM calls are faster).
+    The test peers answer at once: asynchronous jobs (Access Advisor, Athena) are polled every 10 ms."""
+    from auditor.connectors.aws import access_advisor, athena
+
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(access_advisor, "POLL_START", 0.01)
+        patch.setattr(athena, "POLL_START", 0.01)
         for name, value in AWS_ENV.items():
             patch.setenv(name, value)
         patch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", str(managed_policies).lower())

@@ -84,12 +84,16 @@ def test_users_inherit_group_policies_and_boundaries_are_a_separate_layer():
         "AttachedManagedPolicies": [],
     }
     identities, grants, _ = frames(auth_details([], [boundary], users=[user], groups=[group]))
-    assert identities["is_agent"].to_list() == [True]
-    kinds = dict(zip(grants["source_kind"], grants["layer"], strict=True))
+    kinds_of = dict(zip(identities["kind"], identities["is_agent"], strict=True))
+    assert kinds_of == {"user": True, "group": False}  # groups are listed (escalation paths), never audited
+    (member,) = identities.filter(identities["kind"] == "user").iter_rows(named=True)
+    assert member["groups"] == [group["Arn"]]
+    mine = grants.filter(grants["identity"] == user["Arn"])
+    kinds = dict(zip(mine["source_kind"], mine["layer"], strict=True))
     assert kinds == {"group-inline": "identity", "boundary": "boundary"}
-    scopes = dict(zip(grants["source_kind"], grants["scope"], strict=True))
-    assert scopes == {"group-inline": f"arn:aws:iam::{ACCOUNT}:group/g", "boundary": user["Arn"]}
-    assert dict(zip(grants["source_kind"], grants["policy"], strict=True))["group-inline"] == "gp"
+    scopes = dict(zip(mine["source_kind"], mine["scope"], strict=True))
+    assert scopes == {"group-inline": group["Arn"], "boundary": None}  # None: on the identity itself
+    assert dict(zip(mine["source_kind"], mine["policy"], strict=True))["group-inline"] == "gp"
 
 
 def test_missing_managed_policy_is_a_gap_not_a_crash():

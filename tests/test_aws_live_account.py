@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import shutil
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -31,13 +32,13 @@ from aws_live_support import (
 )
 from typer.testing import CliRunner
 
-from auditor.audit import AuditOptions, analyze
 from auditor.cli import app
 from auditor.connectors.aws.files import AwsFiles
-from auditor.connectors.aws.live import AdvisorScope, LiveOptions, collect_snapshot
-from auditor.connectors.base import AuditRequest
-from auditor.ruleset import load_rules
+from auditor.connectors.aws.live import AdvisorScope, CollectRequest, LiveOptions, collect_snapshot
 from auditor.selection import AgentSelector
+from conftest import audit
+
+pytestmark = pytest.mark.slow  # every test here talks to moto
 
 ACCOUNT = "123456789012"
 BUCKET = "acme-org-cloudtrail"
@@ -82,8 +83,12 @@ ADVISOR = {
 }
 
 
-def _request(**kw: Any) -> AuditRequest:
-    return AuditRequest(days=DAYS, until=UNTIL, selector=AgentSelector(), rule_dirs=load_rules([]).dirs, **kw)
+def _request() -> CollectRequest:
+    return CollectRequest(days=DAYS, until=UNTIL, selector=AgentSelector())
+
+
+def _audit(folder: Path) -> Any:
+    return audit(AwsFiles.from_dir(folder), days=DAYS, until=UNTIL, now=UNTIL)
 
 
 @pytest.fixture(scope="module")
@@ -128,12 +133,16 @@ def test_live_audit_equals_offline_audit_of_its_snapshot(audited: Any) -> None:
         json.loads((audited.offline / "report.json").read_text()),
     )
     assert live["findings"] and live["identities"]
-    for key in ("window", "summary", "identities", "findings", "coverage", "observability", "unmapped", "gaps"):
+    for key in ("summary", "identities", "findings", "coverage", "observability", "unmapped", "gaps"):
         assert live[key] == offline[key], key
+    # the offline audit keeps the window the snapshot was collected for (only how it was chosen reads differently)
+    (basis,) = {live["windows"]["aws"].pop("basis"), offline["windows"]["aws"].pop("basis")} - {"--until 2026-11-21T00:00:00Z"}
+    assert "collected window" in basis
+    assert live["windows"] == offline["windows"] and live["windows"]["aws"]["end"] == "2026-11-21T00:00:00Z"
     live_files, offline_files = _tree(audited.live), _tree(audited.offline)
-    for files in (live_files, offline_files):  # only the generation times may differ
-        files.pop("report.json"), files.pop("report.md")
-        files["blocklist.yaml"] = re.sub(rb"(?m)^generated_at: .*$", b"", files["blocklist.yaml"])
+    for files in (live_files, offline_files):  # only the generation times and the window's basis may differ
+        files.pop("report.json"), files.pop("report.md"), files.pop(".auditor-run.json")  # run ids, inodes
+        files["blocklist.yaml"] = re.sub(rb"(?m)^(generated_at|    basis): .*$", b"", files["blocklist.yaml"])
     assert live_files == offline_files
     assert any(name.startswith("policies/aws/123456789012/") for name in live_files)
 
@@ -184,12 +193,14 @@ def test_data_events_the_trail_does_not_log_are_unobservable(audited: Any) -> No
     assert ",unused," in rows["dynamodb:DeleteItem"]  # DynamoDB data events are logged: unused is provable
 
 
-def test_recollecting_into_a_snapshot_reuses_its_objects(env: Any, tmp_path: Path) -> None:
+def test_recollecting_into_a_snapshot_reuses_its_objects(env: Any, audited: Any, tmp_path: Path) -> None:
+    first = json.loads((audited.snapshot / "manifest.json").read_text())
+    shutil.copytree(audited.snapshot, tmp_path / "s")  # refresh a copy: the other tests read the original
     options = LiveOptions(endpoints=(moto_url(),), access_advisor=AdvisorScope.off)
-    first = collect_snapshot(options, tmp_path / "s", _request())
     second = collect_snapshot(options, tmp_path / "s", _request())
     assert first["stats"]["objects_downloaded"] == second["accounts"][0]["usage"]["objects_reused"] > 0
     assert second["stats"]["objects_downloaded"] == 0
+    assert not list((tmp_path / "s").glob("access-advisor-*.json"))  # metadata is collected afresh
 
 
 def _athena_rows(snapshot: Path, start: str, end: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -248,9 +259,8 @@ def test_athena_aggregate_proves_what_the_logs_prove(env: Any, audited: Any, tmp
     assert "\"timestamp\" BETWEEN '2026/11/14' AND '2026/11/22'" in queries["usage"]["sql"]
     assert queries["usage"]["rows"] > 10 and queries["day"]["rows"] >= 7
 
-    rules = load_rules([])
-    athena = analyze(AwsFiles.from_dir(tmp_path / "athena").collect(_request()), rules, AuditOptions())
-    logs = analyze(AwsFiles.from_dir(audited.snapshot).collect(_request()), rules, AuditOptions())
+    athena = _audit(tmp_path / "athena")
+    logs = _audit(audited.snapshot)
 
     def used(result: Any, evidence: str) -> set[tuple[str, str]]:
         perms = result.permissions.filter(result.permissions["state"] == "used")

@@ -29,15 +29,15 @@ from aws_live_support import (
 )
 
 from auditor import aws_policy
-from auditor.audit import AuditOptions, analyze
 from auditor.catalog import aws_catalog
 from auditor.connectors.aws.actions import EventActionMapper
 from auditor.connectors.aws.files import AwsFiles
-from auditor.connectors.aws.live import AdvisorScope, LiveOptions, UsageSource, collect_snapshot
-from auditor.connectors.base import AuditRequest
-from auditor.ruleset import load_rules
+from auditor.connectors.aws.live import AdvisorScope, CollectRequest, LiveOptions, UsageSource, collect_snapshot
 from auditor.selection import AgentSelector
 from builders import allow, event, policy
+from conftest import RULES, audit
+
+pytestmark = pytest.mark.slow  # every test here talks to moto
 
 UNTIL = datetime(2026, 11, 21, tzinfo=UTC)
 DAYS = 5
@@ -125,12 +125,21 @@ def _options(edge: Edge, **kw: Any) -> LiveOptions:
     )
 
 
-def _request() -> AuditRequest:
-    return AuditRequest(days=DAYS, until=UNTIL, selector=AgentSelector(), rule_dirs=load_rules([]).dirs)
+def _request() -> CollectRequest:
+    return CollectRequest(days=DAYS, until=UNTIL, selector=AgentSelector())
 
 
-def test_organization_collects_every_account_and_reports_the_one_that_failed(org: Any, tmp_path: Path) -> None:
-    manifest = collect_snapshot(_options(org.edge), tmp_path, _request())
+@pytest.fixture(scope="module")
+def collected(org: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One organization collection, recording every API call the connector makes."""
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+    folder = tmp_path_factory.mktemp("org")
+    manifest = collect_snapshot(_options(org.edge, session_hook=_recorder(calls)), folder, _request())
+    return SimpleNamespace(folder=folder, manifest=manifest, calls=calls)
+
+
+def test_organization_collects_every_account_and_reports_the_one_that_failed(org: Any, collected: Any) -> None:
+    manifest, tmp_path = collected.manifest, collected.folder
     status = {a["account"]: a for a in manifest["accounts"]}
     alpha, beta, gamma = (org.members[n] for n in ("alpha", "beta", "gamma"))
     assert set(status) == {"123456789012", alpha, beta, gamma}
@@ -149,7 +158,7 @@ def test_organization_collects_every_account_and_reports_the_one_that_failed(org
     assert (tmp_path / f"authorization-details-{alpha}.json").is_file()
     assert not (tmp_path / f"authorization-details-{gamma}.json").exists()
 
-    result = analyze(AwsFiles.from_dir(tmp_path).collect(_request()), load_rules([]), AuditOptions())
+    result = audit(AwsFiles.from_dir(tmp_path), days=DAYS, until=UNTIL, now=UNTIL)
     used = {
         (r["account"], r["action"])
         for r in result.permissions.filter(result.permissions["state"] == "used").iter_rows(named=True)
@@ -183,14 +192,13 @@ def _resource(service: str, params: dict[str, Any]) -> str:
     return "*"
 
 
-def test_the_auditor_passes_its_own_audit(org: Any, tmp_path: Path) -> None:
+def test_the_auditor_passes_its_own_audit(org: Any, collected: Any, tmp_path: Path) -> None:
     """Every API call the connector makes, in every usage mode, is allowed by the shipped policy."""
-    calls: list[tuple[str, str, dict[str, Any]]] = []
+    calls = list(collected.calls)  # the trail-bucket mode, every region
     hook = _recorder(calls)
-    # every usage mode once; all regions in the first run, so the LookupEvents fallback lists them
-    collect_snapshot(_options(org.edge, session_hook=hook, regions=()), tmp_path / "s3", _request())
     alpha = (org.members["alpha"],)
-    lookup = _options(org.edge, session_hook=hook, usage=UsageSource.lookup_events, accounts=alpha)
+    # every region here, so LookupEvents lists them (ec2:DescribeRegions)
+    lookup = _options(org.edge, session_hook=hook, usage=UsageSource.lookup_events, accounts=alpha, regions=())
     collect_snapshot(lookup, tmp_path / "lookup", _request())
     set_athena_results([])
     athena = _options(
@@ -202,7 +210,7 @@ def test_the_auditor_passes_its_own_audit(org: Any, tmp_path: Path) -> None:
         access_advisor=AdvisorScope.all,
     )
     collect_snapshot(athena, tmp_path / "athena", _request())
-    mapper = EventActionMapper.from_rule_dirs(load_rules([]).dirs, aws_catalog())
+    mapper = EventActionMapper.from_rules(RULES, aws_catalog())
     checked: set[str] = set()
     for service, operation, params in calls:
         source = f"{service}.amazonaws.com"

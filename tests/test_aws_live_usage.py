@@ -14,17 +14,15 @@ from aws_live_support import Edge, aws_environment, client, moto_url, reset_moto
 from typer.testing import CliRunner
 
 from auditor import cli
-from auditor.audit import AuditOptions, analyze
 from auditor.connectors.aws import snapshot as snapshot
 from auditor.connectors.aws.athena import AthenaTable
 from auditor.connectors.aws.files import AwsFiles
-from auditor.connectors.aws.live import AdvisorScope, LiveOptions, collect_snapshot
+from auditor.connectors.aws.live import AdvisorScope, CollectRequest, LiveOptions, collect_snapshot
 from auditor.connectors.aws.session import Endpoints
-from auditor.connectors.base import AuditRequest
 from auditor.errors import InputError
-from auditor.ruleset import load_rules
 from auditor.selection import AgentSelector
-from builders import allow, auth_details, event, policy, role_arn
+from builders import allow, auth_details, event, policy, role, role_arn
+from conftest import audit
 
 UNTIL = datetime(2026, 11, 21, tzinfo=UTC)
 BOT = role_arn("bot")
@@ -62,10 +60,11 @@ def env() -> Any:
         yield SimpleNamespace(edge=edge)
 
 
-def _request() -> AuditRequest:
-    return AuditRequest(days=7, until=UNTIL, selector=AgentSelector(), rule_dirs=load_rules([]).dirs)
+def _request() -> CollectRequest:
+    return CollectRequest(days=7, until=UNTIL, selector=AgentSelector())
 
 
+@pytest.mark.slow
 def test_lookup_events_when_the_account_has_no_trail_bucket_with_throttling(env: Any, tmp_path: Path) -> None:
     env.edge.throttle_first |= {"LookupEvents", "GetAccountAuthorizationDetails"}
     options = LiveOptions(
@@ -80,7 +79,7 @@ def test_lookup_events_when_the_account_has_no_trail_bucket_with_throttling(env:
     assert "no trail delivering to S3" in usage["detail"]
     assert not env.edge.throttle_first  # both throttles were served, and retried past
 
-    result = analyze(AwsFiles.from_dir(tmp_path / "s").collect(_request()), load_rules([]), AuditOptions())
+    result = audit(AwsFiles.from_dir(tmp_path / "s"), days=7, until=UNTIL, now=UNTIL)
     states = {r["action"]: r for r in result.permissions.iter_rows(named=True)}
     assert states["dynamodb:DescribeTable"]["state"] == "used"
     assert states["glue:CreateTable"]["state"] == "denied"
@@ -97,6 +96,7 @@ def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *
     return exit_info.value.code, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_access_denied_is_one_line_naming_the_action_and_the_policy(
     env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -123,6 +123,7 @@ def test_access_denied_is_one_line_naming_the_action_and_the_policy(
     )
 
 
+@pytest.mark.slow
 def test_expired_credentials_are_one_line(
     env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -146,6 +147,7 @@ def test_expired_credentials_are_one_line(
     assert f"AWS credentials of {CALLER} expired" in err and "aws sso login" in err
 
 
+@pytest.mark.slow
 def test_missing_credentials_are_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -177,7 +179,7 @@ def test_a_snapshot_folder_is_new_empty_or_a_finished_snapshot(tmp_path: Path) -
         snapshot.prepare(tmp_path)
     folder = tmp_path / "interrupted"
     snapshot.prepare(folder)  # a collection that started and never finished
-    (folder / "authorization-details-123456789012.json").write_text(json.dumps(auth_details([])))
+    (folder / "authorization-details-123456789012.json").write_text(json.dumps(auth_details([role("bot")])))
     with pytest.raises(InputError, match="did not finish"):
-        AwsFiles.from_dir(folder).collect(_request())
+        audit(AwsFiles.from_dir(folder), days=7, until=UNTIL, now=UNTIL)
     snapshot.prepare(folder)  # a rerun may reuse it

@@ -1,30 +1,26 @@
 """Properties of the generated least-privilege AWS policy, checked with the project's own evaluator.
 
-For any grants and any CloudTrail events: the policy allows every action the identity used in the
-window (where its grants allowed it), allows nothing that was not used, and never allows more than
-the original grants did.
+On frames (``conftest.FakeSource``: no files, no log scan) with the real AWS catalog: for any grants
+(wildcards, NotAction, NotResource, conditions, explicit denies, a permissions boundary) and any
+usage, the policy allows every action the identity used, on the resources used, where its grants
+allowed it; allows nothing outside the original grant (with conditions assumed true or false) and
+nothing unused; keeps a conditional grant conditional; and keeps every explicit deny in force.
 """
 
 import json
-import tempfile
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from collections import defaultdict
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from auditor.audit import AuditOptions, analyze, gather
 from auditor.aws_policy import evaluate
 from auditor.catalog import aws_catalog
-from auditor.connectors.aws.actions import EventActionMapper
-from auditor.connectors.aws.files import AwsFiles
-from auditor.connectors.base import AuditRequest
-from auditor.emit.write import write_outputs
-from auditor.ruleset import load_rules
-from auditor.ruleset_files import rule_dirs
-from auditor.selection import AgentSelector
-from builders import ACCOUNT, auth_details, event, managed_policy, policy, role, role_arn, snapshot
+from auditor.emit.base import all_policies
+from builders import ACCOUNT, role_arn
+from conftest import FakeSource, audit, grant, identity, use
 
+CATALOG = aws_catalog()
 CANDIDATES = {
     "dynamodb": ["DescribeTable", "ListTables", "CreateTable", "DeleteTable", "UpdateTable", "TagResource"],
     "sqs": ["ListQueues", "CreateQueue", "DeleteQueue", "GetQueueAttributes", "SetQueueAttributes"],
@@ -32,20 +28,18 @@ CANDIDATES = {
     "iam": ["ListRoles", "GetRole", "CreateRole", "DeleteRole", "AttachRolePolicy"],
     "kms": ["DescribeKey", "ScheduleKeyDeletion", "ListKeys", "DisableKey"],
 }
-MAPPER = EventActionMapper.from_rule_dirs(rule_dirs(), aws_catalog())
-#: (eventSource, eventName, action) whose CloudTrail event maps to exactly that action.
-UNIVERSE = [
-    (f"{svc}.amazonaws.com", name, f"{svc}:{name}")
-    for svc, names in CANDIDATES.items()
-    for name in names
-    if MAPPER.map(f"{svc}.amazonaws.com", name).actions == (f"{svc}:{name}",)
-]
-ACTIONS = [a for _, _, a in UNIVERSE]
+ACTIONS = [f"{s}:{n}" for s, names in CANDIDATES.items() for n in names if CATALOG.canonical(f"{s}:{n}") == f"{s}:{n}"]
 SERVICES = sorted(CANDIDATES)
 TABLES = [f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/T{i}" for i in range(3)]
-RESOURCE_POOL = ["*", *TABLES]
-END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+RESOURCE_POOL = ["*", *TABLES, f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/Other"]
 AGENT = role_arn("agent")
+INLINE = f"{AGENT}/inline/grant"
+BOUNDARY = f"arn:aws:iam::{ACCOUNT}:policy/Boundary"
+CONDITIONS = [
+    {"StringEquals": {"aws:RequestedRegion": "eu-west-1"}},
+    {"Bool": {"aws:MultiFactorAuthPresent": "true"}},
+]
+MODES = ("assume-true", "assume-false")
 
 patterns = st.one_of(
     st.sampled_from(ACTIONS),
@@ -53,84 +47,193 @@ patterns = st.one_of(
     st.tuples(st.sampled_from(SERVICES), st.sampled_from(["Describe*", "List*", "Delete*", "*Table", "?et*"])).map(
         ":".join
     ),
-    st.just("*"),
 )
-statements = st.builds(
-    lambda effect, actions, not_action, resource: {
-        "Effect": effect,
-        ("NotAction" if not_action else "Action"): actions,
-        "Resource": resource,
-    },
-    st.sampled_from(["Allow", "Allow", "Allow", "Deny"]),
-    st.lists(patterns, min_size=1, max_size=4),
-    st.sampled_from([False, False, False, True]),
-    st.sampled_from(["*", "*", TABLES[0], "arn:aws:dynamodb:*:*:table/T*"]),
-)
-events = st.lists(
+
+
+@st.composite
+def statements(draw, effects=("Allow", "Allow", "Allow", "Deny"), allow_condition=False):
+    """One IAM statement. Allow statements carry a condition exactly when ``allow_condition``; Deny
+    statements sometimes do. One in 40 is ``Action: "*"`` or a ``NotAction``: they expand to the whole
+    catalog (~18,000 actions), the slow case (the explicit examples cover both every run)."""
+    effect = draw(st.sampled_from(effects))
+    whole = draw(st.sampled_from(["no"] * 78 + ["star", "not"]))
+    not_action = whole == "not"
+    actions = ["*"] if whole == "star" else draw(st.lists(patterns, min_size=1, max_size=4))
+    statement = {"Effect": effect, ("NotAction" if not_action else "Action"): actions}
+    resource = draw(st.sampled_from(["*", "*", TABLES[0], "arn:aws:dynamodb:*:*:table/T*"]))
+    statement["NotResource" if resource != "*" and draw(st.booleans()) else "Resource"] = resource
+    if effect == "Allow":
+        condition = draw(st.sampled_from(CONDITIONS)) if allow_condition else None
+    else:
+        condition = draw(st.sampled_from([None, None, *CONDITIONS]))
+    if condition:
+        statement["Condition"] = condition
+    return statement
+
+
+calls = st.lists(
     st.tuples(
-        st.sampled_from(UNIVERSE),
-        st.integers(min_value=-5, max_value=29),  # days before END (negative: after the window)
-        st.sampled_from([None, None, None, "AccessDenied", "ValidationException"]),
+        st.sampled_from(ACTIONS),
+        st.sampled_from(["used", "used", "used", "denied"]),
         st.sampled_from([(), (), (TABLES[0],), (TABLES[1],), (TABLES[2],)]),
     ),
     max_size=25,
 )
 
 
-def _run(tmp: Path, grant_statements, boundary, raw_events):
-    policies = [managed_policy("Boundary", policy(*boundary))] if boundary else []
-    agent = role(
-        "agent", inline={"grant": policy(*grant_statements)}, boundary=policies[0]["Arn"] if boundary else None
-    )
-    days: dict[str, list] = {}
-    for offset in range(-2, 33):  # a heartbeat from another identity on every day: full coverage
-        when = END - timedelta(days=offset)
-        days.setdefault(when.strftime("%Y/%m/%d"), []).append(
-            event(role_arn("other"), "s3.amazonaws.com", "ListBuckets", when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+def policy(statements):
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+def rows(statements, source, kind, layer="identity"):
+    out = []
+    for index, s in enumerate(statements):
+        not_action, not_resource = "NotAction" in s, "NotResource" in s
+        resource = s["NotResource" if not_resource else "Resource"]
+        out.append(
+            grant(
+                AGENT,
+                s["NotAction" if not_action else "Action"],
+                resource,
+                s["Effect"],
+                statement_id=f"{source}#{index}",
+                layer=layer,
+                not_action=not_action,
+                not_resource=not_resource,
+                condition=json.dumps(s["Condition"], sort_keys=True) if "Condition" in s else None,
+                source=source,
+                source_kind=kind,
+                policy="grant" if kind == "inline" else source,
+                scope=AGENT,
+            )
         )
-    for (source, name, _), offset, error, resources in raw_events:
-        when = END - timedelta(days=offset, hours=1)
-        days.setdefault(when.strftime("%Y/%m/%d"), []).append(
-            event(AGENT, source, name, when.strftime("%Y-%m-%dT%H:%M:%SZ"), error=error, resources=resources)
-        )
-    snapshot(tmp / "in", auth_details([agent, role("other", tags={})], policies), days)
-    request = AuditRequest(days=30, until=END, selector=AgentSelector(), rule_dirs=tuple(rule_dirs()), workers=1)
-    result = analyze(
-        gather([AwsFiles.from_dir(tmp / "in")], request), load_rules(), AuditOptions(drop_unobservable=True)
+    return out
+
+
+def usage_rows(raw_calls):
+    """What a log scan aggregates: one row per (action, outcome), resources seen, whether every call had one."""
+    grouped: dict[tuple[str, str], list[tuple[str, ...]]] = defaultdict(list)
+    for action, outcome, resources in raw_calls:
+        grouped[(action, outcome)].append(resources)
+    out = []
+    for (action, outcome), seen in grouped.items():
+        row = use(AGENT, action, calls=len(seen), outcome=outcome, resources=sorted({r for rs in seen for r in rs}))
+        row["all_with_resource"] = all(seen)
+        out.append(row)
+    return out
+
+
+def generate(grants, boundary, raw_calls, unobservable, drop):
+    """The documents that stay attached once the plan is applied (the exception file is opt-in)."""
+    source = FakeSource(
+        [identity(AGENT)],
+        rows(grants, INLINE, "inline") + (rows(boundary, BOUNDARY, "boundary", "boundary") if boundary else []),
+        usage_rows(raw_calls),
+        [{"provider": "aws", "account": ACCOUNT, "identity": AGENT, "actions": sorted(unobservable), "reason": "t"}]
+        if unobservable
+        else [],
+        catalog_of=CATALOG,
     )
-    write_outputs(result, tmp / "out")
-    files = sorted((tmp / "out" / "policies" / "aws" / ACCOUNT).glob("agent*.json"))
-    return [json.loads(f.read_text()) for f in files]
+    (entry,) = all_policies(audit(source, drop_unobservable=drop))
+    applied = [f for f in entry.files if not f.path.rsplit("/", 1)[1].startswith("exception")]
+    return [json.loads(f.content) for f in applied], entry
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(statements, min_size=1, max_size=4),
-    st.one_of(st.none(), st.lists(statements, min_size=1, max_size=2)),
-    events,
-)
-def test_generated_policy_allows_exactly_what_was_used(grant_statements, boundary, raw_events):
-    with tempfile.TemporaryDirectory() as tmp:
-        generated = _run(Path(tmp), grant_statements, boundary, raw_events)
-    original = [policy(*grant_statements)]
-    bound = [policy(*boundary)] if boundary else None
+def check(grants, boundary, raw_calls, unobservable, drop):
+    generated, entry = generate(grants, boundary, raw_calls, unobservable, drop)
+    original = [policy(grants)]
+    bound = [policy(boundary)] if boundary else None
 
-    def originally_allowed(action, resource):
-        allowed = evaluate(original, action, resource) == "allow"
-        return allowed and (bound is None or evaluate(bound, action, resource) == "allow")
+    def originally_allowed(action, resource, mode="assume-true"):
+        allowed = evaluate(original, action, resource, mode) == "allow"
+        return allowed and (bound is None or evaluate(bound, action, resource, mode) == "allow")
 
-    used = set()
-    for (_, _, action), offset, error, resources in raw_events:
-        if offset < 0 or error == "AccessDenied":
-            continue  # outside the window, or refused: not a use
-        used.add(action)
+    def now_allowed(action, resource, mode="assume-true"):
+        """The new policy, with the permissions boundary still attached (the plan leaves it)."""
+        allowed = evaluate(generated, action, resource, mode) == "allow"
+        return allowed and (bound is None or evaluate(bound, action, resource, mode) == "allow")
+
+    used = {action for action, outcome, _ in raw_calls if outcome == "used"}
+    denied = {action for action, outcome, _ in raw_calls if outcome == "denied"} - used
+    kept = set() if drop else unobservable - used - denied
+    for action, outcome, resources in raw_calls:
+        if outcome != "used":
+            continue
         for resource in resources or ("*",):
-            if originally_allowed(action, resource):
-                assert evaluate(generated, action, resource) == "allow", (action, resource)
+            for mode in MODES:
+                if originally_allowed(action, resource, mode):
+                    assert now_allowed(action, resource, mode), f"{action} on {resource} used, now refused ({mode})"
     for action in ACTIONS:
         for resource in RESOURCE_POOL:
-            decision = evaluate(generated, action, resource)
-            if action not in used:
-                assert decision != "allow", f"{action} on {resource} allowed but never used"
-            if decision == "allow":
-                assert originally_allowed(action, resource), f"{action} on {resource} wider than the grant"
+            for mode in MODES:
+                if evaluate(generated, action, resource, mode) == "allow":
+                    assert action in used | kept, f"{action} on {resource} allowed but never used"
+                if now_allowed(action, resource, mode):
+                    assert originally_allowed(action, resource, mode), f"{action} on {resource} wider ({mode})"
+                if evaluate(original, action, resource, mode) == "explicit-deny":
+                    assert evaluate(generated, action, resource, mode) == "explicit-deny", (action, resource, mode)
+            if originally_allowed(action, resource) and not originally_allowed(action, resource, "assume-false"):
+                # granted only under a condition: the new grant holds only under it too
+                assert evaluate(generated, action, resource, "assume-false") != "allow", (action, resource)
+    return entry
+
+
+SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+
+
+@settings(max_examples=120, **SETTINGS)
+@example(  # the whole catalog granted, part of it denied, a call on the denied resource
+    [{"Effect": "Allow", "Action": ["*"], "Resource": "*"}, {"Effect": "Deny", "Action": ["kms:*"], "Resource": "*"}],
+    None,
+    [("dynamodb:DescribeTable", "used", (TABLES[0],)), ("kms:DescribeKey", "used", ())],
+    {"iam:GetRole"},
+    False,
+)
+@example(  # NotAction capped by a boundary that denies on one table
+    [{"Effect": "Allow", "NotAction": ["iam:*"], "Resource": "*"}],
+    [{"Effect": "Allow", "Action": ["dynamodb:*", "iam:*"], "Resource": "*"}, {"Effect": "Deny", "Action": ["dynamodb:Delete*"], "Resource": TABLES[1]}],
+    [("dynamodb:DeleteTable", "used", (TABLES[0],)), ("iam:ListRoles", "used", ()), ("sqs:ListQueues", "used", ())],
+    set(),
+    True,
+)
+@given(
+    st.lists(statements(), min_size=1, max_size=4),
+    st.one_of(st.none(), st.lists(statements(("Allow", "Allow", "Deny")), min_size=1, max_size=2)),
+    calls,
+    st.sets(st.sampled_from(ACTIONS), max_size=3),
+    st.booleans(),
+)
+def test_generated_policy_allows_exactly_what_was_used(grants, boundary, raw_calls, unobservable, drop):
+    """Unconditional grants (explicit denies with or without conditions), with or without a boundary."""
+    check(grants, boundary, raw_calls, unobservable, drop)
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(
+    st.lists(statements(allow_condition=True), min_size=1, max_size=4),
+    st.one_of(st.none(), st.lists(statements(("Allow", "Deny"), allow_condition=True), min_size=1, max_size=2)),
+    calls,
+    st.sets(st.sampled_from(ACTIONS), max_size=3),
+    st.booleans(),
+)
+def test_conditional_grants_stay_conditional(grants, boundary, raw_calls, unobservable, drop):
+    """Every grant (and boundary) statement holds only under a condition: so must every new one."""
+    entry = check(grants, boundary, raw_calls, unobservable, drop)
+    for document in (json.loads(f.content) for f in entry.files):
+        assert all("Condition" in s for s in document["Statement"] if s["Effect"] == "Allow")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: auditor/emit/aws_policy.py _preferred() keeps only the unconditional statements granting an "
+    "action, even when they cover fewer resources than the conditional ones: a call the conditional grant allowed "
+    "(here DescribeTable on table/Orders under MFA) is refused by the generated policy",
+)
+def test_a_call_allowed_only_by_a_conditional_statement_stays_allowed():
+    orders = f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/Orders"
+    grants = [
+        {"Effect": "Allow", "Action": ["dynamodb:DescribeTable"], "Resource": TABLES[0]},
+        {"Effect": "Allow", "Action": ["dynamodb:Describe*"], "Resource": "*", "Condition": CONDITIONS[1]},
+    ]
+    generated, _ = generate(grants, None, [("dynamodb:DescribeTable", "used", (orders,))], set(), True)
+    assert evaluate(generated, "dynamodb:DescribeTable", orders) == "allow"
