@@ -200,6 +200,11 @@ class ScanCounters:
         )
 
 
+def problem_row(path: Path, reason: str) -> dict[str, Any]:
+    """A GAPS row (without provider and account) for a path a reader could not look at."""
+    return {"scope": str(path), "reason": f"not read: {reason}", "severity": "error", "count": 1}
+
+
 def _message(exc: BaseException) -> str:
     if isinstance(exc, RecursionError):
         return "nested too deeply"

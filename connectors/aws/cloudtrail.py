@@ -22,7 +22,7 @@ import orjson
 from auditor.catalog import aws_catalog, aws_resource_arn_formats
 from auditor.connectors.aws.actions import ActionMapping, EventActionMapper
 from auditor.connectors.aws.cloudtrail_records import Event, Resource, decode, looks_like_cloudtrail
-from auditor.connectors.log_scan import SECONDS, EventClock, ScanCounters, fold_files, newest_event
+from auditor.connectors.log_scan import SECONDS, EventClock, ScanCounters, fold_files, newest_event, problem_row
 from auditor.errors import InputError
 from auditor.fileio import DEFAULT_CAP, read_input, walk_files
 from auditor.narrowing import NarrowingRules
@@ -110,10 +110,7 @@ def find_log_files(paths: Sequence[Path], required: bool = True) -> tuple[list[P
             f"{shown}: no CloudTrail log files found",
             "sync the trail bucket with `aws s3 sync s3://BUCKET/AWSLogs/ DIR/AWSLogs/`, or point at exported logs",
         )
-    gaps = [
-        {"scope": str(path), "reason": f"not read: {reason}", "severity": "error", "count": 1}
-        for path, reason in problems
-    ]
+    gaps = [problem_row(path, reason) for path, reason in problems]
     return sorted(found), gaps
 
 

@@ -29,12 +29,13 @@ import contextlib
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 import orjson
 
 from auditor import fileio
+from auditor.connectors.record_reader import DECODE_ERRORS, RecordReader, Sink, at
 
 #: How many envelopes (a string inside a ``message`` inside a ``result``...) are unwrapped.
 MAX_WRAPPING = 6
@@ -45,12 +46,6 @@ _HEAD_MARKERS = re.compile(
 )
 _ABSENT = msgspec.Raw(b"")
 _Handler = Callable[[bytes | memoryview, str, int], None]
-
-
-class Sink(Protocol):
-    """Where malformed records are reported (``ScanCounters`` is one)."""
-
-    def bad_record(self, origin: str, where: str, exc: Exception) -> None: ...
 
 
 # gc=False: decoded records are trees (no reference cycles), so the cyclic garbage collector need not
@@ -183,7 +178,6 @@ _KEYS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _STRING = msgspec.json.Decoder(str)
 _ECS = msgspec.json.Decoder(_EcsDocument)
 _ROWS = msgspec.json.Decoder(list[list[dict[str, Any]]])
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 #: CloudTrail Lake column (lower-cased) -> record field, identity field, or the session issuer's ARN.
 _LAKE_FIELDS = {name.lower(): name for name in Event.__struct_fields__ if name not in ("userIdentity", "resources")}
@@ -204,7 +198,7 @@ def decode(raw: bytes, origin: str, sink: Sink) -> list[Event]:
     """The usable CloudTrail records of one file's text; ``ValueError`` if it holds none at all."""
     try:
         records = _TRAIL_FILE.decode(raw).Records
-    except _DECODE_ERRORS:
+    except DECODE_ERRORS:
         records = None
     if records is not None:
         return records
@@ -223,76 +217,15 @@ def is_cloudtrail_head(head: bytes) -> bool:
     return fileio.first_byte(head) in (_OPEN_OBJECT, _OPEN_ARRAY) and _HEAD_MARKERS.search(head) is not None
 
 
-def _at(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _reason(exc: Exception) -> Exception:
-    if isinstance(exc, RecursionError):
-        return ValueError("JSON nested too deeply to decode")
-    return exc
-
-
-class _Reader:
+class _Reader(RecordReader[Event]):
     """The slow path: finds the records in any supported shape, value by value."""
 
-    def __init__(self, origin: str, sink: Sink) -> None:
-        self.origin = origin
-        self.sink = sink
-        self.events: list[Event] = []
-        self.recognized = False
-        self.pending: list[tuple[str, Exception]] = []  # problems met before the file was known as CloudTrail
+    kind = "CloudTrail log"
+    none_found = "no CloudTrail records found"
 
-    # -- outcome
-
-    def bad(self, where: str, exc: Exception) -> None:
-        if self.recognized:
-            self.sink.bad_record(self.origin, where, _reason(exc))
-        else:
-            self.pending.append((where, _reason(exc)))
-
-    def recognize(self) -> None:
-        if not self.recognized:
-            self.recognized = True
-            for where, exc in self.pending:
-                self.sink.bad_record(self.origin, where, exc)
-            self.pending.clear()
-
-    def add(self, events: list[Event]) -> None:
-        self.recognize()
-        self.events += events
-
-    def read(self, raw: bytes) -> list[Event]:
-        text = raw.removeprefix(fileio.UTF8_BOM)
-        if fileio.first_byte(text) < 0:
-            return []
-        if fileio.is_complete(text) or not self.lines(text):
-            self.value(text, "", 0)
-        if not self.recognized:
-            where, exc = self.pending[0] if self.pending else ("", ValueError("no CloudTrail records found"))
-            raise ValueError(f"not a CloudTrail log ({f'{where}: {exc}' if where else exc})")
-        return self.events
-
-    # -- text level
-
-    def lines(self, text: bytes) -> bool:
-        """Reads a text of several values (False if it is one value, maybe truncated or too deep)."""
-        try:
-            events = _EVENTS.decode(fileio.joined_lines(text))
-        except _DECODE_ERRORS:
-            events = None
-        if events is not None and _all_records(events):
-            self.add(events)
-            return True
-        values = list(fileio.json_values(text))
-        if len(values) == 1:
-            return False
-        for line, value, ended in values:
-            if ended:
-                self.value(value, f"line {line}", 0)
-            else:
-                self.truncated(bytes(value), f"line {line}", ValueError("the text ends inside this value"))
-        return True
+    def batch(self, text: bytes) -> list[Event] | None:
+        records = _EVENTS.decode(text)
+        return records if _all_records(records) else None
 
     def truncated(self, text: bytes, where: str, exc: Exception) -> None:
         """A container the text ends inside, or one too deep to decode (``exc``): its items, as far as
@@ -311,7 +244,7 @@ class _Reader:
             for key, value_start in fileio.object_members(text, start):
                 if key in handlers and text[value_start : value_start + 1] == b"[":
                     self.recognize()
-                    return self.items(fileio.array_items(text, value_start), _at(where, key), handlers[key])
+                    return self.items(fileio.array_items(text, value_start), at(where, key), handlers[key])
         return self.bad(where, exc)
 
     def items(self, items: Iterable[tuple[int, memoryview | None]], where: str, handle: _Handler) -> None:
@@ -350,7 +283,7 @@ class _Reader:
         """A record, or a shape carrying them, serialised into a JSON string."""
         try:
             inner = _STRING.decode(value).encode()
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             return self.bad(where, exc)
         if fileio.first_byte(inner) not in (_OPEN_OBJECT, _OPEN_ARRAY):
             return self.bad(where, ValueError("a string that is not JSON"))
@@ -359,13 +292,13 @@ class _Reader:
     def array(self, value: bytes | memoryview, where: str, depth: int) -> None:
         try:
             events = _EVENTS.decode(value)
-        except _DECODE_ERRORS:
+        except DECODE_ERRORS:
             events = None
         if events is not None and _all_records(events):
             return self.add(events)
         try:
             items = _RAWS.decode(value)
-        except _DECODE_ERRORS:
+        except DECODE_ERRORS:
             return self.truncated(bytes(value), where, ValueError("truncated or nested too deeply"))
         if not items:
             return self.recognize()  # an empty export
@@ -376,28 +309,28 @@ class _Reader:
     def object(self, value: bytes | memoryview, where: str, depth: int) -> None:
         try:
             probe = _PROBE.decode(value)
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             return self.undecodable(value, where, depth, exc)
         for key in ("Records", "Events", "logEvents"):
             items = getattr(probe, key)
             if items:
                 if key != "logEvents" or b"CONTROL" not in bytes(probe.messageType):
                     self.recognize()
-                    self.value(items, _at(where, key), depth + 1)
+                    self.value(items, at(where, key), depth + 1)
                 return None
         if probe.QueryResultRows:
-            return self.lake_rows(probe.QueryResultRows, _at(where, "QueryResultRows"))
+            return self.lake_rows(probe.QueryResultRows, at(where, "QueryResultRows"))
         if probe.CloudTrailEvent:
             self.recognize()
-            return self.value(probe.CloudTrailEvent, _at(where, "CloudTrailEvent"), depth + 1)
+            return self.value(probe.CloudTrailEvent, at(where, "CloudTrailEvent"), depth + 1)
         if probe.detail and probe.detail_type:
             if b"CloudTrail" in bytes(probe.detail_type):  # other EventBridge events are not records
                 self.recognize()
-                self.value(probe.detail, _at(where, "detail"), depth + 1)
+                self.value(probe.detail, at(where, "detail"), depth + 1)
             return None
         for key, inner in (("result", probe.result), ("_raw", probe.splunk_raw)):
             if inner:
-                return self.value(inner, _at(where, key), depth + 1)
+                return self.value(inner, at(where, key), depth + 1)
         if probe.eventSource or probe.eventName:
             return self.record(value, where, probe)
         return self.envelope(value, probe, where, depth)
@@ -405,12 +338,12 @@ class _Reader:
     def envelope(self, value: bytes | memoryview, probe: _Probe, where: str, depth: int) -> None:
         """The rarer wrappers, metadata lines to pass over, and what is not CloudTrail."""
         if probe.message:
-            return self.value(probe.message, _at(where, "message"), depth + 1)
+            return self.value(probe.message, at(where, "message"), depth + 1)
         if probe.event:
             return self.ecs(value, where, depth)
         for key, inner in (("_source", probe.source), ("hits", probe.hits)):  # Elasticsearch exports
             if inner:
-                return self.value(inner, _at(where, key), depth + 1)
+                return self.value(inner, at(where, key), depth + 1)
         if probe.preview or probe.lastrow:
             return None  # a Splunk export's progress line
         if probe.digestStartTime:
@@ -421,10 +354,10 @@ class _Reader:
     def ecs(self, value: bytes | memoryview, where: str, depth: int) -> None:
         try:
             document = _ECS.decode(value)
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             return self.bad(where, exc)
         if document.event is not None and document.event.original:
-            return self.value(document.event.original.encode(), _at(where, "event.original"), depth + 1)
+            return self.value(document.event.original.encode(), at(where, "event.original"), depth + 1)
         event = _from_ecs(document)
         if event is None:
             return self.bad(where, ValueError("an Elastic document without a CloudTrail record"))
@@ -434,10 +367,10 @@ class _Reader:
         self.recognize()
         try:
             event = _EVENT.decode(value)
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             return self.bad(where, exc)
         if not event.eventTime and probe.timestamp:  # Logstash moves eventTime to @timestamp
-            with contextlib.suppress(*_DECODE_ERRORS):
+            with contextlib.suppress(*DECODE_ERRORS):
                 event.eventTime = _STRING.decode(probe.timestamp)
         return self.one(event, where)
 
@@ -453,7 +386,7 @@ class _Reader:
         self.recognize()
         try:
             rows = _ROWS.decode(rows_value)
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             return self.truncated(bytes(rows_value), where, exc)
         for index, row in enumerate(rows):
             self.lake_row(row, f"{where}[{index}]")
@@ -462,14 +395,14 @@ class _Reader:
     def lake_row_text(self, value: bytes | memoryview, where: str, _depth: int = 0) -> None:
         try:
             row = msgspec.json.decode(value, type=list[dict[str, Any]])
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             return self.bad(where, exc)
         return self.lake_row(row, where)
 
     def lake_row(self, row: list[dict[str, Any]], where: str) -> None:
         try:
             event = _EVENT.decode(msgspec.json.encode(_lake_record(row)))
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             return self.bad(where, exc)
         return self.one(event, where)
 

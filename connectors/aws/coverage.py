@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -199,22 +198,3 @@ def _management_actions(catalog: Catalog, data_patterns: Iterable[str], want_rea
 
 def _row(account: str, actions: Iterable[str], reason: str) -> dict[str, Any]:
     return {"provider": "aws", "account": account, "identity": None, "actions": list(actions), "reason": reason}
-
-
-def missing_days(days_seen: set[str], start: str, end: str) -> list[str]:
-    """Calendar days lying wholly inside the window [start, end] (ISO times) with no event at all.
-
-    The partial days at either edge are not required: a window starting at 23:59 would otherwise
-    call a whole audit unobservable for the minute before midnight."""
-    first = date.fromisoformat(start[:10])
-    if start[11:] not in ("", "00:00:00Z"):
-        first += timedelta(days=1)
-    last = date.fromisoformat(end[:10]) - timedelta(days=1)
-    if end[11:] == "23:59:59Z":
-        last += timedelta(days=1)
-    span = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-    return [d for d in span if d not in days_seen]
-
-
-def summarize_days(days: list[str]) -> str:
-    return ", ".join(days[:5]) + (f" and {len(days) - 5} more" if len(days) > 5 else "")

@@ -30,7 +30,7 @@ from auditor.connectors.gcp.audit_records import (
     decode,
     looks_like_audit_log,
 )
-from auditor.connectors.log_scan import EventClock, ScanCounters, fold_files, newest_event
+from auditor.connectors.log_scan import EventClock, ScanCounters, fold_files, newest_event, problem_row
 from auditor.errors import InputError
 from auditor.fileio import DEFAULT_CAP, read_input, walk_files
 
@@ -123,10 +123,7 @@ def find_log_files(paths: Sequence[Path]) -> tuple[list[Path], list[dict[str, An
                 found.append(path)
         except InputError as exc:
             problems.append((path, str(exc)))
-    gaps = [
-        {"scope": str(path), "reason": f"not read: {reason}", "severity": "error", "count": 1}
-        for path, reason in problems
-    ]
+    gaps = [problem_row(path, reason) for path, reason in problems]
     return sorted(found), gaps
 
 

@@ -19,22 +19,17 @@ import base64
 import binascii
 import re
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
 from auditor import fileio
+from auditor.connectors.record_reader import DECODE_ERRORS, RecordReader, Sink, at
 
 MAX_WRAPPING = 6
 _OPEN_OBJECT, _OPEN_ARRAY, _QUOTE = 0x7B, 0x5B, 0x22
 _HEAD_MARKERS = re.compile(rb'\\*"(?:logName|protoPayload)\\*"\s*:')
 _ABSENT = msgspec.Raw(b"")
-
-
-class Sink(Protocol):
-    """Where malformed entries are reported (``ScanCounters`` is one)."""
-
-    def bad_record(self, origin: str, where: str, exc: Exception) -> None: ...
 
 
 # gc=False: decoded entries are trees (no reference cycles), so the cyclic garbage collector need not
@@ -134,7 +129,6 @@ _PROBE = msgspec.json.Decoder(_Probe)
 _RAWS = msgspec.json.Decoder(list[msgspec.Raw])
 _KEYS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _STRING = msgspec.json.Decoder(str)
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
 def decode(raw: bytes, origin: str, sink: Sink) -> list[Entry]:
@@ -156,7 +150,7 @@ def _typed(raw: bytes) -> list[Entry] | None:
                 return _PAGE.decode(raw).entries  # None for one entry alone
             except msgspec.DecodeError:
                 entries = _ENTRIES.decode(fileio.joined_lines(raw))
-    except _DECODE_ERRORS:
+    except DECODE_ERRORS:
         return None
     return entries if _are_entries(entries) else None
 
@@ -175,72 +169,15 @@ def _are_entries(entries: list[Entry]) -> bool:
     return bool(entries) and bool(entries[0].timestamp) and bool(entries[0].logName or entries[0].protoPayload)
 
 
-def _at(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _reason(exc: Exception) -> Exception:
-    if isinstance(exc, RecursionError):
-        return ValueError("JSON nested too deeply to decode")
-    return exc
-
-
-class _Reader:
+class _Reader(RecordReader[Entry]):
     """The slow path: finds the entries in any supported shape, value by value."""
 
-    def __init__(self, origin: str, sink: Sink) -> None:
-        self.origin = origin
-        self.sink = sink
-        self.entries: list[Entry] = []
-        self.recognized = False
-        self.pending: list[tuple[str, Exception]] = []  # problems met before the file was known as logs
+    kind = "Cloud Logging export"
+    none_found = "no log entries found"
 
-    def bad(self, where: str, exc: Exception) -> None:
-        if self.recognized:
-            self.sink.bad_record(self.origin, where, _reason(exc))
-        else:
-            self.pending.append((where, _reason(exc)))
-
-    def recognize(self) -> None:
-        if not self.recognized:
-            self.recognized = True
-            for where, exc in self.pending:
-                self.sink.bad_record(self.origin, where, exc)
-            self.pending.clear()
-
-    def add(self, entries: list[Entry]) -> None:
-        self.recognize()
-        self.entries += entries
-
-    def read(self, raw: bytes) -> list[Entry]:
-        text = raw.removeprefix(fileio.UTF8_BOM)
-        if fileio.first_byte(text) < 0:
-            return []
-        if fileio.is_complete(text) or not self.lines(text):
-            self.value(text, "", 0)
-        if not self.recognized:
-            where, exc = self.pending[0] if self.pending else ("", ValueError("no log entries found"))
-            raise ValueError(f"not a Cloud Logging export ({f'{where}: {exc}' if where else exc})")
-        return self.entries
-
-    def lines(self, text: bytes) -> bool:
-        """Reads a text of several values (False if it is one value, maybe truncated or too deep)."""
-        try:
-            entries = _ENTRIES.decode(fileio.joined_lines(text))
-        except _DECODE_ERRORS:
-            entries = None
-        if entries is not None and _are_entries(entries):
-            self.add(entries)
-            return True
-        values = list(fileio.json_values(text))
-        if len(values) == 1:
-            return False
-        for line, value, ended in values:
-            if ended:
-                self.value(value, f"line {line}", 0)
-            else:
-                self.truncated(bytes(value), f"line {line}", ValueError("the text ends inside this value"))
-        return True
+    def batch(self, text: bytes) -> list[Entry] | None:
+        records = _ENTRIES.decode(text)
+        return records if _are_entries(records) else None
 
     def truncated(self, text: bytes, where: str, exc: Exception) -> None:
         """An array or page the text ends inside, or one too deep to decode (``exc``): its entries as
@@ -252,7 +189,7 @@ class _Reader:
         elif fileio.first_byte(text) == _OPEN_OBJECT:
             for key, value_start in fileio.object_members(text, start):
                 if key == "entries" and text[value_start : value_start + 1] == b"[":
-                    items, where = fileio.array_items(text, value_start), _at(where, key)
+                    items, where = fileio.array_items(text, value_start), at(where, key)
                     break
         if items is None:
             return self.bad(where, exc)
@@ -291,7 +228,7 @@ class _Reader:
         """An entry serialised into a JSON string, as JSON text or base64 (Pub/Sub ``data``)."""
         try:
             inner = _STRING.decode(value).encode()
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             return self.bad(where, exc)
         if fileio.first_byte(inner) not in (_OPEN_OBJECT, _OPEN_ARRAY):
             try:
@@ -305,13 +242,13 @@ class _Reader:
     def array(self, value: bytes | memoryview, where: str, depth: int) -> None:
         try:
             entries = _ENTRIES.decode(value)
-        except _DECODE_ERRORS:
+        except DECODE_ERRORS:
             entries = None
         if entries is not None and _are_entries(entries):
             return self.add(entries)
         try:
             items = _RAWS.decode(value)
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             return self.truncated(bytes(value), where, exc)
         if not items:
             return self.recognize()  # an empty export
@@ -323,17 +260,17 @@ class _Reader:
     def object(self, value: bytes | memoryview, where: str, depth: int) -> None:
         try:
             probe = _PROBE.decode(value)
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             return self.undecodable(value, where, depth, exc)
         if probe.entries:
             self.recognize()
-            return self.value(probe.entries, _at(where, "entries"), depth + 1)
+            return self.value(probe.entries, at(where, "entries"), depth + 1)
         if probe.logName or probe.protoPayload or probe.insertId:
             return self.entry(value, where, probe)
         for key in ("message", "data"):  # Pub/Sub messages and forwarders' wrappers
             inner = getattr(probe, key)
             if inner:
-                return self.value(inner, _at(where, key), depth + 1)
+                return self.value(inner, at(where, key), depth + 1)
         keys = sorted(_KEYS.decode(value))
         if not keys or keys == ["nextPageToken"]:
             return self.recognize()  # an entries.list page without entries
@@ -343,12 +280,12 @@ class _Reader:
         self.recognize()
         try:
             entry = _ENTRY.decode(value)
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             return self.bad(where, exc)
         if not entry.timestamp and probe.receiveTimestamp:  # Logging fills a missing timestamp in so
             try:
                 entry.timestamp = _STRING.decode(probe.receiveTimestamp)
-            except _DECODE_ERRORS as exc:
+            except DECODE_ERRORS as exc:
                 return self.bad(where, exc)
         if not entry.timestamp:
             return self.bad(where, ValueError("a log entry needs a timestamp (or receiveTimestamp)"))
