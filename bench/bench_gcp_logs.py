@@ -165,9 +165,10 @@ PARSE = """
 import sys
 from pathlib import Path
 from auditor.connectors.gcp import audit_logs as gcp_logs
-files = gcp_logs.find_log_files([Path(sys.argv[1])])
+files, _ = gcp_logs.find_log_files([Path(sys.argv[1])])
 partial = gcp_logs.scan(files, gcp_logs.ScanOptions("", "~", None), int(sys.argv[2]))
-assert partial.events_read == int(sys.argv[3]), partial.events_read
+read = sum(scope.events for scope in partial.stats("gcp", "bench").scopes.values())
+assert read == int(sys.argv[3]), read
 """
 
 

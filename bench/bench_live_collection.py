@@ -36,10 +36,10 @@ from typing import Any
 
 import boto3
 
+from auditor.audit import AuditConfig, run_audit
 from auditor.connectors.aws.files import AwsFiles
-from auditor.connectors.aws.live import AdvisorScope, LiveOptions, collect_snapshot
-from auditor.connectors.base import AuditRequest
-from auditor.ruleset import load_rules
+from auditor.connectors.aws.live import AdvisorScope, CollectRequest, LiveOptions, collect_snapshot
+from auditor.ruleset import load as load_rules
 from auditor.selection import AgentSelector
 from procmem import measured
 
@@ -185,7 +185,8 @@ def main() -> None:
             f"added latency {args.latency_ms:g} ms per request"
         )
         print(f"uploaded {keys:,} objects x {args.events_per_object} events in {time.perf_counter() - started:.0f} s")
-        request = AuditRequest(days=DAYS, until=END, selector=AgentSelector(), rule_dirs=load_rules([]).dirs)
+        request = CollectRequest(days=DAYS, until=END, selector=AgentSelector())
+        rules = load_rules()
         options = LiveOptions(
             endpoints=(url,), access_advisor=AdvisorScope.off, session_hook=latency_hook(args.latency_ms)
         )
@@ -194,17 +195,13 @@ def main() -> None:
             live = LiveOptions(**{**options.__dict__, "download_workers": args.workers})
             manifest, collect_s, collect_rss = measured(lambda: collect_snapshot(live, parallel, request), server.pid)
             objects = manifest["stats"]["objects_downloaded"]
-            data, parse_s, parse_rss = measured(lambda: AwsFiles.from_dir(parallel).collect(request), server.pid)
-            events = int(data.coverage["events_read"][0])
+            config = AuditConfig((AwsFiles.from_dir(parallel),), days=DAYS, until=END, rules=rules, now=END)
+            result, parse_s, parse_rss = measured(lambda: run_audit(config), server.pid)
+            events = int(result.data.coverage["events_read"].sum())
             # Sequential: the same code with one download worker, over the first days' objects only.
             days = max(1, round(DAYS * args.sequential_objects / keys))
             one = LiveOptions(**{**options.__dict__, "download_workers": 1})
-            short = AuditRequest(
-                days=days,
-                until=END - timedelta(days=DAYS - days),
-                selector=AgentSelector(),
-                rule_dirs=request.rule_dirs,
-            )
+            short = CollectRequest(days=days, until=END - timedelta(days=DAYS - days), selector=AgentSelector())
             sequential, seq_s, _ = measured(lambda: collect_snapshot(one, Path(folder) / "seq", short), server.pid)
             seq_objects = sequential["stats"]["objects_downloaded"]
         total = collect_s + parse_s

@@ -72,7 +72,8 @@ def identities(args: argparse.Namespace) -> None:
         elapsed, peak, sizes = audit(root, args.workers)
         shown = ", ".join(f"{k} {v / 2**20:,.1f} MiB" for k, v in sizes.items())
         print(
-            f"{count:>10,} {args.events:>10,} {elapsed:>8.1f} {1000 * elapsed / count:>12.1f} {peak / 2**20:>7,.0f} MiB  {shown}"
+            f"{count:>10,} {args.events:>10,} {elapsed:>8.1f} {1000 * elapsed / count:>12.1f} "
+            f"{peak / 2**20:>7,.0f} MiB  {shown}"
         )
 
 

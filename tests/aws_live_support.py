@@ -18,7 +18,8 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -51,12 +52,15 @@ UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_DEFAULT_PR
 
 
 @contextlib.contextmanager
-def aws_environment(managed_policies: bool = True) -> Iterator[None]:
+def aws_environment(managed_policies: bool | Collection[str] = True) -> Iterator[None]:
     """Fake credentials, no profile files, no real endpoint: nothing can reach a real AWS account.
 
-    ``managed_policies``: moto accounts created meanwhile get AWS's ~1,300 real managed policies
-    (moto reads the variable when it creates an account's IAM; without them IAM calls are faster).
+    ``managed_policies``: moto accounts created meanwhile get AWS's real managed policies: all ~1,600
+    (True), only those named (what an export attaches: every authorization-details call then lists
+    only them, as it would in an account, instead of serializing 1,600 documents), or none (False).
     The test peers answer at once: asynchronous jobs (Access Advisor, Athena) are polled every 10 ms."""
+    from moto.iam import models as moto_iam
+
     from auditor.connectors.aws import access_advisor, athena
 
     with pytest.MonkeyPatch.context() as patch:
@@ -64,10 +68,19 @@ def aws_environment(managed_policies: bool = True) -> Iterator[None]:
         patch.setattr(athena, "POLL_START", 0.01)
         for name, value in AWS_ENV.items():
             patch.setenv(name, value)
-        patch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", str(managed_policies).lower())
+        patch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", str(bool(managed_policies)).lower())
+        if not isinstance(managed_policies, bool):
+            every = json.loads(moto_iam.aws_managed_policies_data)
+            wanted = {name: every[name] for name in managed_policies}
+            patch.setattr(moto_iam, "aws_managed_policies_data", json.dumps(wanted))
         for name in UNSET:
             patch.delenv(name, raising=False)
         yield
+
+
+def aws_managed_names(auth: dict[str, Any]) -> list[str]:
+    """The AWS managed policies an authorization-details export holds."""
+    return [p["PolicyName"] for p in auth.get("Policies", []) if ":iam::aws:policy/" in p["Arn"]]
 
 
 @cache
@@ -158,6 +171,7 @@ class Edge:
     deny: set[str] = field(default_factory=set)  # operations answered AccessDenied
     expire: set[str] = field(default_factory=set)  # operations answered ExpiredToken
     kms_locked: set[str] = field(default_factory=set)  # S3 keys answered like an undecryptable SSE-KMS object
+    regions: list[str] | None = None  # what ec2:DescribeRegions answers (None: moto's ~30; each costs a client)
     advisor: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # ARN -> ServicesLastAccessed
     partition_keys: list[str] = field(default_factory=lambda: ["timestamp"])
     calls: list[tuple[str, str]] = field(default_factory=list)
@@ -211,6 +225,17 @@ class Edge:
                 "PartitionKeys": [{"Name": k, "Type": "string"} for k in self.partition_keys],
             }
             return 200, "application/x-amz-json-1.1", json.dumps({"TableMetadata": metadata}).encode()
+        if service == "ec2" and op == "DescribeRegions" and self.regions is not None:
+            items = "".join(
+                f"<item><regionName>{r}</regionName><regionEndpoint>ec2.{r}.amazonaws.com</regionEndpoint>"
+                "<optInStatus>opt-in-not-required</optInStatus></item>"
+                for r in self.regions
+            )
+            document = (
+                '<DescribeRegionsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+                f"<requestId>{uuid.uuid4()}</requestId><regionInfo>{items}</regionInfo></DescribeRegionsResponse>"
+            )
+            return 200, "text/xml", document.encode()
         if service == "sts" and op == "AssumeRole":
             return self._assume_role({k: v[0] for k, v in parse_qs(body.decode()).items()})
         return None
@@ -303,7 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
         target = self.headers.get("X-Amz-Target")
         if target:
             op = target.rsplit(".", 1)[-1]
-        elif service in ("iam", "sts"):
+        elif service in ("iam", "sts", "ec2"):  # the query protocol
             op = parse_qs(body.decode()).get("Action", [""])[0]
         else:
             op = self.command
@@ -393,11 +418,14 @@ def seed_iam(iam: Any, auth: dict[str, Any]) -> None:
 
 
 def upload_logs(s3: Any, bucket: str, root: Path, prefix: str = "", keep: Any = None) -> list[str]:
-    """Upload every file below ``root/AWSLogs`` to ``bucket`` under ``prefix``; returns the keys."""
-    keys = []
+    """Upload every file below ``root/AWSLogs`` to ``bucket`` under ``prefix`` (8 at a time); returns the keys."""
+    chosen = {}
     for path in sorted((root / "AWSLogs").rglob("*.json.gz")):
         key = prefix + path.relative_to(root).as_posix()
         if keep is None or keep(key):
-            s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
-            keys.append(key)
-    return keys
+            chosen[key] = path
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(lambda item: s3.put_object(Bucket=bucket, Key=item[0], Body=item[1].read_bytes()), chosen.items())
+        )
+    return list(chosen)

@@ -20,10 +20,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from auditor import model, ruleset  # noqa: E402
-from auditor.audit import AuditConfig, AuditResult, run_audit  # noqa: E402
-from auditor.catalog import Catalog, aws_catalog  # noqa: E402
-from auditor.connectors.base import (  # noqa: E402
+from auditor import model, ruleset
+from auditor.audit import AuditConfig, AuditResult, run_audit
+from auditor.catalog import Catalog, aws_catalog
+from auditor.connectors.base import (
     Evidence,
     GrantSet,
     LogStats,
@@ -33,7 +33,7 @@ from auditor.connectors.base import (  # noqa: E402
     WindowEnd,
     no_progress,
 )
-from auditor.selection import AgentSelector  # noqa: E402
+from auditor.selection import AgentSelector
 
 RULES = ruleset.load()
 END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -202,7 +202,9 @@ class FakeSource:
 
     def usage(self, request: UsageRequest, progress: Progress = no_progress) -> Evidence:
         start = request.window.start.date()
-        all_days = [(start + timedelta(days=i)).isoformat() for i in range((request.window.end.date() - start).days + 1)]
+        all_days = [
+            (start + timedelta(days=i)).isoformat() for i in range((request.window.end.date() - start).days + 1)
+        ]
         accounts = {row["account"] for row in self.identity_rows}
         days = self.days_covered or dict.fromkeys(accounts, all_days)
         stats = LogStats(

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import RULES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from auditor import ruleset
 from auditor.catalog import Catalog, aws_catalog
 from auditor.connectors.aws.actions import (
     ActionMapping,
@@ -15,9 +17,7 @@ from auditor.connectors.aws.actions import (
     coverage_report,
     strip_version_suffix,
 )
-from auditor import ruleset
 from auditor.errors import RuleError
-from conftest import RULES
 
 S3 = "s3.amazonaws.com"
 DDB = "dynamodb.amazonaws.com"

@@ -22,6 +22,7 @@ from aws_live_support import (
     FIXTURES,
     Edge,
     aws_environment,
+    aws_managed_names,
     client,
     moto_url,
     reset_moto,
@@ -30,13 +31,13 @@ from aws_live_support import (
     start_edge,
     upload_logs,
 )
+from conftest import audit
 from typer.testing import CliRunner
 
 from auditor.cli import app
 from auditor.connectors.aws.files import AwsFiles
 from auditor.connectors.aws.live import AdvisorScope, CollectRequest, LiveOptions, collect_snapshot
 from auditor.selection import AgentSelector
-from conftest import audit
 
 pytestmark = pytest.mark.slow  # every test here talks to moto
 
@@ -93,9 +94,10 @@ def _audit(folder: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    with aws_environment():
+    auth = json.loads((FIXTURES / "authorization-details.json").read_text())
+    with aws_environment(managed_policies=aws_managed_names(auth)):
         reset_moto()
-        seed_iam(client("iam"), json.loads((FIXTURES / "authorization-details.json").read_text()))
+        seed_iam(client("iam"), auth)
         s3 = client("s3")
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         keys = upload_logs(s3, BUCKET, FIXTURES, keep=lambda key: "/".join(key.split("/")[-4:-1]) >= FIRST_UPLOADED)
@@ -136,7 +138,9 @@ def test_live_audit_equals_offline_audit_of_its_snapshot(audited: Any) -> None:
     for key in ("summary", "identities", "findings", "coverage", "observability", "unmapped", "gaps"):
         assert live[key] == offline[key], key
     # the offline audit keeps the window the snapshot was collected for (only how it was chosen reads differently)
-    (basis,) = {live["windows"]["aws"].pop("basis"), offline["windows"]["aws"].pop("basis")} - {"--until 2026-11-21T00:00:00Z"}
+    (basis,) = {live["windows"]["aws"].pop("basis"), offline["windows"]["aws"].pop("basis")} - {
+        "--until 2026-11-21T00:00:00Z"
+    }
     assert "collected window" in basis
     assert live["windows"] == offline["windows"] and live["windows"]["aws"]["end"] == "2026-11-21T00:00:00Z"
     live_files, offline_files = _tree(audited.live), _tree(audited.offline)
@@ -260,13 +264,15 @@ def test_athena_aggregate_proves_what_the_logs_prove(env: Any, audited: Any, tmp
     assert queries["usage"]["rows"] > 10 and queries["day"]["rows"] >= 7
 
     athena = _audit(tmp_path / "athena")
-    logs = _audit(audited.snapshot)
-
-    def used(result: Any, evidence: str) -> set[tuple[str, str]]:
-        perms = result.permissions.filter(result.permissions["state"] == "used")
-        return {(r["name"], r["action"]) for r in perms.iter_rows(named=True) if evidence in r["evidence"]}
-
-    from_logs, from_athena = used(logs, "cloudtrail"), used(athena, "athena")
+    perms = athena.permissions.filter(athena.permissions["state"] == "used")
+    from_athena = {(r["name"], r["action"]) for r in perms.iter_rows(named=True) if "athena" in r["evidence"]}
+    logs = json.loads((audited.offline / "report.json").read_text())  # the audit of the downloaded logs
+    from_logs = {
+        (i["name"], p["action"])
+        for i in logs["identities"]
+        for p in i["used_permissions"]
+        if "cloudtrail" in p["evidence"]
+    }
     assert from_athena and from_athena <= from_logs
     # Only what needs requestParameters is missing from aggregates: implied iam:PassRole, version-specific S3 actions
     assert {a for _, a in from_logs - from_athena} <= {"iam:PassRole", "s3:GetObjectVersion", "s3:PutObject"}

@@ -12,11 +12,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from conftest import END, one_line_error, run_cli
 
 from auditor import aws_policy
 from auditor.emit.report_md import text
 from builders import ACCOUNT, allow, auth_details, event, policy, role, role_arn, snapshot
-from conftest import END, one_line_error, run_cli
 
 SCHEMAS = Path(__file__).parents[1] / "auditor" / "schemas"
 SCHEMA = json.loads((SCHEMAS / "blocklist.schema.json").read_text())
@@ -73,7 +73,7 @@ def test_audit_writes_every_output_and_a_summary(audited):
     assert out.is_symlink()
     state = out.parent / ".out.auditor"
     assert Path(os.path.realpath(out)).parent == (state / "runs").resolve()
-    assert not any((state / "staging").iterdir()) if (state / "staging").exists() else True
+    assert not (state / "staging").exists() or not any((state / "staging").iterdir())
 
 
 def test_blocklist_validates_against_its_schema_and_matches_usage(audited):
@@ -124,7 +124,10 @@ def test_index_lists_the_folder_files_and_quoted_apply_commands(audited):
     assert create == (
         f"aws iam create-policy --policy-name=auditor-role-bot --path=/ --policy-document=file://{BOT_FOLDER}/policy.json"
     )
-    assert attach == f"aws iam attach-role-policy --role-name=bot --policy-arn=arn:aws:iam::{ACCOUNT}:policy/auditor-role-bot"
+    assert (
+        attach
+        == f"aws iam attach-role-policy --role-name=bot --policy-arn=arn:aws:iam::{ACCOUNT}:policy/auditor-role-bot"
+    )
     assert delete == "aws iam delete-role-policy --role-name=bot --policy-name=p"
 
 
@@ -253,11 +256,6 @@ def test_an_interrupt_exits_130_and_changes_no_output(tmp_path, wide, monkeypatc
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: auditor/cli/app.py main() never prints 'auditor: interrupted; no output was changed': Typer turns "
-    "KeyboardInterrupt into Exit(130) inside app(), so main()'s KeyboardInterrupt handler is unreachable",
-)
 def test_an_interrupt_says_so_in_one_line(tmp_path, wide, monkeypatch):
     message = one_line_error(interrupted_run(tmp_path, wide, monkeypatch), code=130)
     assert message == "auditor: interrupted; no output was changed"

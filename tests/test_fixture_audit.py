@@ -6,11 +6,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import audit
 
 from auditor.aws_policy import allows
 from auditor.connectors.aws.files import AwsFiles
 from auditor.emit.base import all_policies
-from conftest import audit
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "aws"
 AFTER_THE_FIXTURE = datetime(2026, 11, 21, tzinfo=UTC)  # its newest event is 2026-11-20T23:59:46Z

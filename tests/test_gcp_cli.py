@@ -6,10 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-from gcp_builders import account, binding, entry, policy, role, sa, write_snapshot
-
 from conftest import one_line_error
 from conftest import run_cli as run
+from gcp_builders import account, binding, entry, policy, role, sa, write_snapshot
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "gcp"
 BOT = sa("bot")
@@ -57,9 +56,13 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     (root / "policies" / "projects" / "p1.json").write_text("{oops")
     line = one_line_error(run("audit", "--gcp-dir", str(root), "--out", str(tmp_path / "out")))
     assert line.startswith("auditor: error: ") and "p1.json: invalid JSON" in line
-    line = one_line_error(run("audit", "--gcp-policy", str(root / "policies" / "projects" / "p1.json"), "--out", str(tmp_path)))
+    line = one_line_error(
+        run("audit", "--gcp-policy", str(root / "policies" / "projects" / "p1.json"), "--out", str(tmp_path))
+    )
     assert "--gcp-policy, --gcp-roles and --gcp-logs go together" in line
-    line = one_line_error(run("audit", "--gcp-dir", str(root), "--bigquery-table", "a.b.c", "--out", str(tmp_path / "out")))
+    line = one_line_error(
+        run("audit", "--gcp-dir", str(root), "--bigquery-table", "a.b.c", "--out", str(tmp_path / "out"))
+    )
     assert "--bigquery-table needs --gcp-project" in line
     line = one_line_error(
         run("audit", "--gcp-project", "a", "--gcp-project", "b", "--gcp-snapshot", str(tmp_path / "s"), "--out", "o")

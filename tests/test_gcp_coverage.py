@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from conftest import RULES as ALL_RULES
+
 from auditor.connectors.gcp.coverage import AuditLogConfig, observability_rows
 from auditor.connectors.gcp.rules import GcpRules
-from conftest import RULES as ALL_RULES
 
 RULES = GcpRules.of(ALL_RULES)
 WINDOW = ("2026-11-01T00:00:00Z", "2026-11-30T23:59:59Z")

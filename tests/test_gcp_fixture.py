@@ -12,10 +12,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from conftest import audit, run_cli
 
 from auditor.connectors.gcp.files import GcpFiles
 from auditor.emit.base import all_policies
-from conftest import audit, run_cli
 
 ROOT = Path(__file__).parents[1]
 FIXTURE = ROOT / "fixtures" / "gcp"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import RULES as ALL_RULES
 from gcp_builders import binding, policy, role, sa
 
 from auditor.connectors.gcp.iam import (
@@ -18,7 +19,6 @@ from auditor.connectors.gcp.iam import (
 from auditor.connectors.gcp.rules import GcpRules
 from auditor.errors import InputError
 from auditor.selection import AgentSelector
-from conftest import RULES as ALL_RULES
 
 RULES = GcpRules.of(ALL_RULES)
 BOT = sa("bot")
@@ -81,7 +81,11 @@ def test_grants_one_row_per_binding_member_with_origin_and_condition(tmp_path):
     assert editor["source_kind"] == "admin-role" and editor["resources"] == ["projects/p1"]
     assert editor["actions"] == ["compute.instances.stop", "storage.objects.create"]
     assert json.loads(rows["projects/p1/roles/custom on projects/p1"]["condition"]) == condition
-    assert (editor["policy"], editor["scope"], editor["member"]) == ("roles/editor", "projects/p1", f"serviceAccount:{BOT}")
+    assert (editor["policy"], editor["scope"], editor["member"]) == (
+        "roles/editor",
+        "projects/p1",
+        f"serviceAccount:{BOT}",
+    )
     inherited = rows["roles/logging.viewer on folders/9 (inherited)"]
     assert (inherited["policy"], inherited["scope"]) == ("roles/logging.viewer", "folders/9")
     (identity,) = grants.identities.iter_rows(named=True)

@@ -275,6 +275,9 @@ def test_bigquery_rows_fold_like_entries():
             set(),
         ]
     }
-    assert out.unmapped == {("p1", BOT, "compute.googleapis.com:v1.compute.x", "entry has no authorizationInfo"): 2}
+    assert out.unchecked == {
+        ("p1", BOT, "compute.googleapis.com", "v1.compute.x"): [2, "2026-11-02T00:00:00Z", "2026-11-02T00:00:00Z"]
+    }
+    assert out.seen_permissions == {"compute.instances.stop"} and out.unmapped == {}
     assert set(out.days["p1"]) == {"2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"}
     assert sum(out.days["p1"].values()) == 13 and out.newest == "2026-11-04T00:00:00Z"

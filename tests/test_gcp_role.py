@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+from conftest import audit
 from gcp_builders import account, binding, entry, policy, role, sa, write_snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,7 +30,6 @@ from auditor.emit.gcp_role import (
     role_id,
     split_roles,
 )
-from conftest import audit
 
 BOT = sa("bot")
 END = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)
@@ -62,9 +61,7 @@ def run_audit(root: Path, drop: bool = False) -> tuple[Any, dict[str, IdentityPo
 
 def documents(entry: IdentityPolicies, stem: str = "role") -> list[dict[str, Any]]:
     """The custom role documents of one identity (``role*.yaml``; ``exception*.yaml`` for a dormant one)."""
-    return [
-        yaml.safe_load(f.content) for f in entry.files if f.path.rsplit("/", 1)[1].startswith(stem + ".")
-    ]
+    return [yaml.safe_load(f.content) for f in entry.files if f.path.rsplit("/", 1)[1].startswith(stem + ".")]
 
 
 FIXTURE_GCP = Path(__file__).parents[1] / "fixtures" / "gcp"
@@ -200,7 +197,10 @@ def run_gcloud(document: dict[str, Any], entry: IdentityPolicies) -> dict[str, A
     key = lambda b: json.dumps(b.get("condition"), sort_keys=True)  # noqa: E731
     for command in entry.apply:
         words = shlex.split(command)
-        if words[:2] != ["gcloud", "projects"] or words[2] not in ("add-iam-policy-binding", "remove-iam-policy-binding"):
+        if words[:2] != ["gcloud", "projects"] or words[2] not in (
+            "add-iam-policy-binding",
+            "remove-iam-policy-binding",
+        ):
             continue
         flags = dict(w[2:].split("=", 1) for w in words[4:] if w.startswith("--") and "=" in w)
         if "--all" in words:
@@ -236,8 +236,8 @@ def test_the_gcloud_commands_do_what_the_bindings_plan_does():
     root = FIXTURE_GCP
     _, index = run_audit_fixture(root)
     exported = json.loads((root / "policies" / "projects" / "acme-agents-prod.json").read_text())
-    for entry in index.values():
-        assert binding_set(run_gcloud(exported, entry)) == binding_set(apply_bindings_plan(exported, plan_of(entry)))
+    for mine in index.values():
+        assert binding_set(run_gcloud(exported, mine)) == binding_set(apply_bindings_plan(exported, plan_of(mine)))
 
 
 def rerun_snapshots(tmp_path: Path) -> tuple[dict[str, Any], IdentityPolicies]:
@@ -260,12 +260,6 @@ def rerun_snapshots(tmp_path: Path) -> tuple[dict[str, Any], IdentityPolicies]:
     return second_policy, second[BOT]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: auditor/emit/gcp_role.py: on a re-run the apply commands add the binding of the custom role they "
-    "update, then remove-iam-policy-binding removes that same binding (_remove_commands does not skip the roles "
-    "being bound): run in order, the agent loses its least-privilege role (bindings.json is right)",
-)
 def test_a_reruns_gcloud_commands_keep_the_role_they_update(tmp_path):
     exported, entry = rerun_snapshots(tmp_path)
     assert binding_set(run_gcloud(exported, entry)) == binding_set(apply_bindings_plan(exported, plan_of(entry)))
@@ -297,25 +291,37 @@ audit_logs = st.sampled_from(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(grants, calls, audit_logs, st.booleans())
-def test_emitted_role_holds_exactly_the_used_permissions_plus_listed_unobservable(roles_granted, events, audit, drop):
-    definitions = [role(f"roles/r{i}", *perms) for i, perms in enumerate(roles_granted)]
-    granted = {p for perms in roles_granted for p in perms}
-    project = policy(*(binding(d["name"], f"serviceAccount:{BOT}") for d in definitions), audit=audit)
+@settings(max_examples=32, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(grants, calls), min_size=1, max_size=4), audit_logs, st.booleans())
+def test_emitted_role_holds_exactly_the_used_permissions_plus_listed_unobservable(bots, audit, drop):
+    """One project, one to four agents (each with its own roles and calls), one audit."""
+    names = [sa(f"bot{b}") for b in range(len(bots))]
+    definitions = {
+        name: [role(f"roles/b{b}r{i}", *perms) for i, perms in enumerate(roles_granted)]
+        for b, (name, (roles_granted, _)) in enumerate(zip(names, bots, strict=True))
+    }
+    bindings = [binding(d["name"], f"serviceAccount:{name}") for name in names for d in definitions[name]]
+    project = policy(*bindings, audit=audit)
     entries = [
         entry(sa("heartbeat"), f"2026-11-{d:02d}T00:30:00Z", [("compute.zones.list", True)]) for d in range(1, 31)
     ]
-    used = set()
-    for permission, days_before, outcome in events:
-        when = datetime.fromtimestamp(END.timestamp() - days_before * 86400 - 3600, UTC)
-        entries.append(entry(BOT, when.strftime("%Y-%m-%dT%H:%M:%SZ"), [(permission, outcome)]))
-        if outcome is True and days_before >= 0 and permission in granted:
-            used.add(permission)
+    used: dict[str, set[str]] = {name: set() for name in names}
+    for name, (roles_granted, events) in zip(names, bots, strict=True):
+        granted = {p for perms in roles_granted for p in perms}
+        for permission, days_before, outcome in events:
+            when = datetime.fromtimestamp(END.timestamp() - days_before * 86400 - 3600, UTC)
+            entries.append(entry(name, when.strftime("%Y-%m-%dT%H:%M:%SZ"), [(permission, outcome)]))
+            if outcome is True and days_before >= 0 and permission in granted:
+                used[name].add(permission)
+    every_role = [d for name in names for d in definitions[name]]
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_snapshot(Path(tmp) / "in", project, definitions, entries, [account(BOT)])
+        root = write_snapshot(Path(tmp) / "in", project, every_role, entries, [account(n) for n in names])
         _, index = run_audit(root, drop)
-    mine = index[BOT]
+    for name, (roles_granted, _) in zip(names, bots, strict=True):
+        check_bot(index[name], used[name], {p for perms in roles_granted for p in perms}, drop)
+
+
+def check_bot(mine: IdentityPolicies, used: set[str], granted: set[str], drop: bool) -> None:
     applied = {p for doc in documents(mine) for p in doc["includedPermissions"]}
     exception = {p for doc in documents(mine, "exception") for p in doc["includedPermissions"]}
     listed = {k["permission"] for k in mine.kept_unobservable}

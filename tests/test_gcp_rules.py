@@ -6,12 +6,12 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from conftest import RULES
 
 from auditor.catalog import Catalog
 from auditor.connectors.gcp.rules import GcpRules
 from auditor.matching import has_wildcard
 from auditor.ruleset import builtin_rules_dir, load_yaml
-from conftest import RULES
 
 GCP = GcpRules.of(RULES)
 PERMISSION = re.compile(r"^[a-z][a-zA-Z0-9]*(\.[a-zA-Z0-9]+){2,}$")

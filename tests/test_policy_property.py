@@ -5,12 +5,17 @@ On frames (``conftest.FakeSource``: no files, no log scan) with the real AWS cat
 usage, the policy allows every action the identity used, on the resources used, where its grants
 allowed it; allows nothing outside the original grant (with conditions assumed true or false) and
 nothing unused; keeps a conditional grant conditional; and keeps every explicit deny in force.
+
+Each example audits one to six agents at once, each with its own grants and usage (an audit costs
+about the same for one identity or six), so the properties are also checked for identities that
+share an expansion or sit next to each other in one run.
 """
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 
-import pytest
+from conftest import FakeSource, audit, grant, identity, use
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +23,6 @@ from auditor.aws_policy import evaluate
 from auditor.catalog import aws_catalog
 from auditor.emit.base import all_policies
 from builders import ACCOUNT, role_arn
-from conftest import FakeSource, audit, grant, identity, use
 
 CATALOG = aws_catalog()
 CANDIDATES = {
@@ -32,9 +36,6 @@ ACTIONS = [f"{s}:{n}" for s, names in CANDIDATES.items() for n in names if CATAL
 SERVICES = sorted(CANDIDATES)
 TABLES = [f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/T{i}" for i in range(3)]
 RESOURCE_POOL = ["*", *TABLES, f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/Other"]
-AGENT = role_arn("agent")
-INLINE = f"{AGENT}/inline/grant"
-BOUNDARY = f"arn:aws:iam::{ACCOUNT}:policy/Boundary"
 CONDITIONS = [
     {"StringEquals": {"aws:RequestedRegion": "eu-west-1"}},
     {"Bool": {"aws:MultiFactorAuthPresent": "true"}},
@@ -51,17 +52,19 @@ patterns = st.one_of(
 
 
 @st.composite
-def statements(draw, effects=("Allow", "Allow", "Allow", "Deny"), allow_condition=False):
-    """One IAM statement. Allow statements carry a condition exactly when ``allow_condition``; Deny
-    statements sometimes do. One in 40 is ``Action: "*"`` or a ``NotAction``: they expand to the whole
-    catalog (~18,000 actions), the slow case (the explicit examples cover both every run)."""
+def statements(draw, effects=("Allow", "Allow", "Allow", "Deny"), allow_condition=False, allow_not_resource=True):
+    """One IAM statement. Allow statements carry a condition exactly when ``allow_condition`` (and may use
+    ``NotResource`` when ``allow_not_resource``); Deny statements sometimes do both. One in 40 is
+    ``Action: "*"`` or a ``NotAction``: they expand to the whole catalog (~18,000 actions), the slow case
+    (the explicit examples cover both every run)."""
     effect = draw(st.sampled_from(effects))
     whole = draw(st.sampled_from(["no"] * 78 + ["star", "not"]))
     not_action = whole == "not"
     actions = ["*"] if whole == "star" else draw(st.lists(patterns, min_size=1, max_size=4))
     statement = {"Effect": effect, ("NotAction" if not_action else "Action"): actions}
     resource = draw(st.sampled_from(["*", "*", TABLES[0], "arn:aws:dynamodb:*:*:table/T*"]))
-    statement["NotResource" if resource != "*" and draw(st.booleans()) else "Resource"] = resource
+    negated = resource != "*" and (effect == "Deny" or allow_not_resource) and draw(st.booleans())
+    statement["NotResource" if negated else "Resource"] = resource
     if effect == "Allow":
         condition = draw(st.sampled_from(CONDITIONS)) if allow_condition else None
     else:
@@ -81,18 +84,47 @@ calls = st.lists(
 )
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """One agent: its grants, boundary, calls and the permissions the logs cannot show."""
+
+    grants: list[dict]
+    boundary: list[dict] | None
+    calls: list[tuple[str, str, tuple[str, ...]]]
+    unobservable: set[str]
+
+
+@st.composite
+def scenarios(draw, allow_condition=False):
+    """One agent's scenario. NotResource grants under a boundary are a known bug
+    (test_a_not_resource_grant_stays_outside_its_resource) and are not drawn."""
+    effects = ("Allow", "Deny") if allow_condition else ("Allow", "Allow", "Deny")
+    boundary = draw(st.one_of(st.none(), st.lists(statements(effects, allow_condition), min_size=1, max_size=2)))
+    grants = statements(allow_condition=allow_condition, allow_not_resource=boundary is None)
+    return Scenario(
+        draw(st.lists(grants, min_size=1, max_size=4)),
+        boundary,
+        draw(calls),
+        draw(st.sets(st.sampled_from(ACTIONS), max_size=3)),
+    )
+
+
+def agent(index):
+    return role_arn(f"agent-{index}")
+
+
 def policy(statements):
     return {"Version": "2012-10-17", "Statement": list(statements)}
 
 
-def rows(statements, source, kind, layer="identity"):
+def rows(arn, statements, source, kind, layer="identity"):
     out = []
     for index, s in enumerate(statements):
         not_action, not_resource = "NotAction" in s, "NotResource" in s
         resource = s["NotResource" if not_resource else "Resource"]
         out.append(
             grant(
-                AGENT,
+                arn,
                 s["NotAction" if not_action else "Action"],
                 resource,
                 s["Effect"],
@@ -104,45 +136,60 @@ def rows(statements, source, kind, layer="identity"):
                 source=source,
                 source_kind=kind,
                 policy="grant" if kind == "inline" else source,
-                scope=AGENT,
+                scope=None,
             )
         )
     return out
 
 
-def usage_rows(raw_calls):
+def usage_rows(arn, raw_calls):
     """What a log scan aggregates: one row per (action, outcome), resources seen, whether every call had one."""
     grouped: dict[tuple[str, str], list[tuple[str, ...]]] = defaultdict(list)
     for action, outcome, resources in raw_calls:
         grouped[(action, outcome)].append(resources)
     out = []
     for (action, outcome), seen in grouped.items():
-        row = use(AGENT, action, calls=len(seen), outcome=outcome, resources=sorted({r for rs in seen for r in rs}))
+        row = use(arn, action, calls=len(seen), outcome=outcome, resources=sorted({r for rs in seen for r in rs}))
         row["all_with_resource"] = all(seen)
         out.append(row)
     return out
 
 
-def generate(grants, boundary, raw_calls, unobservable, drop):
-    """The documents that stay attached once the plan is applied (the exception file is opt-in)."""
+def generate(cases, drop):
+    """Per agent: the documents that stay attached once the plan is applied (the exception file is opt-in)."""
+    grant_rows, usage, observability = [], [], []
+    for index, case in enumerate(cases):
+        arn = agent(index)
+        grant_rows += rows(arn, case.grants, f"{arn}/inline/grant", "inline")
+        if case.boundary:
+            boundary = f"arn:aws:iam::{ACCOUNT}:policy/Boundary{index}"
+            grant_rows += rows(arn, case.boundary, boundary, "boundary", "boundary")
+        usage += usage_rows(arn, case.calls)
+        if case.unobservable:
+            observability.append(
+                {
+                    "provider": "aws",
+                    "account": ACCOUNT,
+                    "identity": arn,
+                    "actions": sorted(case.unobservable),
+                    "reason": "t",
+                }
+            )
     source = FakeSource(
-        [identity(AGENT)],
-        rows(grants, INLINE, "inline") + (rows(boundary, BOUNDARY, "boundary", "boundary") if boundary else []),
-        usage_rows(raw_calls),
-        [{"provider": "aws", "account": ACCOUNT, "identity": AGENT, "actions": sorted(unobservable), "reason": "t"}]
-        if unobservable
-        else [],
-        catalog_of=CATALOG,
+        [identity(agent(i)) for i in range(len(cases))], grant_rows, usage, observability, catalog_of=CATALOG
     )
-    (entry,) = all_policies(audit(source, drop_unobservable=drop))
-    applied = [f for f in entry.files if not f.path.rsplit("/", 1)[1].startswith("exception")]
-    return [json.loads(f.content) for f in applied], entry
+    entries = {e.identity: e for e in all_policies(audit(source, drop_unobservable=drop))}
+    out = []
+    for index in range(len(cases)):
+        entry = entries[agent(index)]
+        applied = [f for f in entry.files if not f.path.rsplit("/", 1)[1].startswith("exception")]
+        out.append(([json.loads(f.content) for f in applied], entry))
+    return out
 
 
-def check(grants, boundary, raw_calls, unobservable, drop):
-    generated, entry = generate(grants, boundary, raw_calls, unobservable, drop)
-    original = [policy(grants)]
-    bound = [policy(boundary)] if boundary else None
+def check_one(case, generated, entry, drop):
+    original = [policy(case.grants)]
+    bound = [policy(case.boundary)] if case.boundary else None
 
     def originally_allowed(action, resource, mode="assume-true"):
         allowed = evaluate(original, action, resource, mode) == "allow"
@@ -153,10 +200,10 @@ def check(grants, boundary, raw_calls, unobservable, drop):
         allowed = evaluate(generated, action, resource, mode) == "allow"
         return allowed and (bound is None or evaluate(bound, action, resource, mode) == "allow")
 
-    used = {action for action, outcome, _ in raw_calls if outcome == "used"}
-    denied = {action for action, outcome, _ in raw_calls if outcome == "denied"} - used
-    kept = set() if drop else unobservable - used - denied
-    for action, outcome, resources in raw_calls:
+    used = {action for action, outcome, _ in case.calls if outcome == "used"}
+    denied = {action for action, outcome, _ in case.calls if outcome == "denied"} - used
+    kept = set() if drop else case.unobservable - used - denied
+    for action, outcome, resources in case.calls:
         if outcome != "used":
             continue
         for resource in resources or ("*",):
@@ -175,65 +222,68 @@ def check(grants, boundary, raw_calls, unobservable, drop):
             if originally_allowed(action, resource) and not originally_allowed(action, resource, "assume-false"):
                 # granted only under a condition: the new grant holds only under it too
                 assert evaluate(generated, action, resource, "assume-false") != "allow", (action, resource)
-    return entry
+
+
+def check(cases, drop):
+    results = generate(cases, drop)
+    for case, (generated, entry) in zip(cases, results, strict=True):
+        check_one(case, generated, entry, drop)
+    return [entry for _, entry in results]
 
 
 SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+WHOLE_CATALOG = [  # the slow cases, every run: Action "*" with a deny; NotAction under a boundary that denies
+    Scenario(
+        [
+            {"Effect": "Allow", "Action": ["*"], "Resource": "*"},
+            {"Effect": "Deny", "Action": ["kms:*"], "Resource": "*"},
+        ],
+        None,
+        [("dynamodb:DescribeTable", "used", (TABLES[0],)), ("kms:DescribeKey", "used", ())],
+        {"iam:GetRole"},
+    ),
+    Scenario(
+        [{"Effect": "Allow", "NotAction": ["iam:*"], "Resource": "*"}],
+        [
+            {"Effect": "Allow", "Action": ["dynamodb:*", "iam:*"], "Resource": "*"},
+            {"Effect": "Deny", "Action": ["dynamodb:Delete*"], "Resource": TABLES[1]},
+        ],
+        [("dynamodb:DeleteTable", "used", (TABLES[0],)), ("iam:ListRoles", "used", ()), ("sqs:ListQueues", "used", ())],
+        set(),
+    ),
+]
 
 
-@settings(max_examples=120, **SETTINGS)
-@example(  # the whole catalog granted, part of it denied, a call on the denied resource
-    [{"Effect": "Allow", "Action": ["*"], "Resource": "*"}, {"Effect": "Deny", "Action": ["kms:*"], "Resource": "*"}],
-    None,
-    [("dynamodb:DescribeTable", "used", (TABLES[0],)), ("kms:DescribeKey", "used", ())],
-    {"iam:GetRole"},
-    False,
-)
-@example(  # NotAction capped by a boundary that denies on one table
-    [{"Effect": "Allow", "NotAction": ["iam:*"], "Resource": "*"}],
-    [{"Effect": "Allow", "Action": ["dynamodb:*", "iam:*"], "Resource": "*"}, {"Effect": "Deny", "Action": ["dynamodb:Delete*"], "Resource": TABLES[1]}],
-    [("dynamodb:DeleteTable", "used", (TABLES[0],)), ("iam:ListRoles", "used", ()), ("sqs:ListQueues", "used", ())],
-    set(),
-    True,
-)
-@given(
-    st.lists(statements(), min_size=1, max_size=4),
-    st.one_of(st.none(), st.lists(statements(("Allow", "Allow", "Deny")), min_size=1, max_size=2)),
-    calls,
-    st.sets(st.sampled_from(ACTIONS), max_size=3),
-    st.booleans(),
-)
-def test_generated_policy_allows_exactly_what_was_used(grants, boundary, raw_calls, unobservable, drop):
+@settings(max_examples=40, **SETTINGS)
+@example(WHOLE_CATALOG, False)
+@example(WHOLE_CATALOG, True)
+@given(st.lists(scenarios(), min_size=1, max_size=6), st.booleans())
+def test_generated_policy_allows_exactly_what_was_used(cases, drop):
     """Unconditional grants (explicit denies with or without conditions), with or without a boundary."""
-    check(grants, boundary, raw_calls, unobservable, drop)
+    check(cases, drop)
 
 
-@settings(max_examples=60, **SETTINGS)
-@given(
-    st.lists(statements(allow_condition=True), min_size=1, max_size=4),
-    st.one_of(st.none(), st.lists(statements(("Allow", "Deny"), allow_condition=True), min_size=1, max_size=2)),
-    calls,
-    st.sets(st.sampled_from(ACTIONS), max_size=3),
-    st.booleans(),
-)
-def test_conditional_grants_stay_conditional(grants, boundary, raw_calls, unobservable, drop):
+@settings(max_examples=20, **SETTINGS)
+@given(st.lists(scenarios(allow_condition=True), min_size=1, max_size=6), st.booleans())
+def test_conditional_grants_stay_conditional(cases, drop):
     """Every grant (and boundary) statement holds only under a condition: so must every new one."""
-    entry = check(grants, boundary, raw_calls, unobservable, drop)
-    for document in (json.loads(f.content) for f in entry.files):
-        assert all("Condition" in s for s in document["Statement"] if s["Effect"] == "Allow")
+    for entry in check(cases, drop):
+        for document in (json.loads(f.content) for f in entry.files):
+            assert all("Condition" in s for s in document["Statement"] if s["Effect"] == "Allow")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: auditor/emit/aws_policy.py _preferred() keeps only the unconditional statements granting an "
-    "action, even when they cover fewer resources than the conditional ones: a call the conditional grant allowed "
-    "(here DescribeTable on table/Orders under MFA) is refused by the generated policy",
-)
 def test_a_call_allowed_only_by_a_conditional_statement_stays_allowed():
     orders = f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/Orders"
     grants = [
         {"Effect": "Allow", "Action": ["dynamodb:DescribeTable"], "Resource": TABLES[0]},
         {"Effect": "Allow", "Action": ["dynamodb:Describe*"], "Resource": "*", "Condition": CONDITIONS[1]},
     ]
-    generated, _ = generate(grants, None, [("dynamodb:DescribeTable", "used", (orders,))], set(), True)
+    ((generated, _),) = generate([Scenario(grants, None, [("dynamodb:DescribeTable", "used", (orders,))], set())], True)
     assert evaluate(generated, "dynamodb:DescribeTable", orders) == "allow"
+
+
+def test_a_not_resource_grant_stays_outside_its_resource():
+    grants = [{"Effect": "Allow", "Action": ["dynamodb:DescribeTable"], "NotResource": TABLES[0]}]
+    boundary = [{"Effect": "Allow", "Action": ["dynamodb:DescribeTable"], "Resource": TABLES[0]}]
+    ((generated, _),) = generate([Scenario(grants, boundary, [("dynamodb:DescribeTable", "used", ())], set())], True)
+    assert evaluate(generated, "dynamodb:DescribeTable", TABLES[0]) != "allow"

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import RULES as LOADED
 
 from auditor.catalog import Catalog, aws_catalog
 from auditor.matching import any_glob_regex, has_wildcard, matches
 from auditor.ruleset import builtin_rules_dir, load_yaml
-from conftest import RULES as LOADED
 
 RULES = builtin_rules_dir()
 FILES = ["aws/event_mapping.yaml", "aws/observability.yaml", "destructive.yaml", "privesc.yaml"]

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import polars as pl
 import yaml
+from conftest import END, FakeSource, audit, grant, identity, use
 
 from auditor import ruleset
 from auditor.catalog import Catalog
 from auditor.emit import base
 from auditor.emit.write import write_outputs
-from conftest import END, FakeSource, audit, grant, identity, use
 
 AGENT = "toy://agents/triage-bot"
 TOOLS = {"tickets.read": "Read", "tickets.comment": "Write", "tickets.delete": "Write", "repo.force_push": "Write"}

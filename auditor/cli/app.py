@@ -26,7 +26,7 @@ import typer
 from auditor import __version__
 from auditor.cli import audit as audit_command
 from auditor.cli.options import command
-from auditor.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, AuditorError
+from auditor.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, AuditorError
 
 app = typer.Typer(
     add_completion=False,
@@ -103,9 +103,6 @@ def main() -> None:
     except AuditorError as exc:
         typer.echo(f"auditor: error: {exc.one_line()}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    except KeyboardInterrupt:
-        typer.echo("auditor: interrupted; no output was changed", err=True)
-        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # a bug: still one line, with a way to see more
         if os.environ.get("AUDITOR_DEBUG"):
             raise

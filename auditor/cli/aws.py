@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from auditor.cli.options import Option, parse_until, tty_progress
+from auditor.cli.options import Option, interruptible, parse_until, tty_progress
 from auditor.connectors.aws.files import AwsFiles
 from auditor.connectors.aws.live_options import AdvisorScope, CollectRequest, LiveOptions, UsageSource
 from auditor.connectors.base import Progress, Source
@@ -267,4 +267,4 @@ def summary(manifest: dict[str, Any], out: Path) -> str:
 
 
 def register(app: typer.Typer, collect: typer.Typer) -> None:
-    collect.command("aws")(collect_aws)
+    collect.command("aws")(interruptible(collect_aws))

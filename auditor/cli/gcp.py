@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from auditor.cli.options import Option, parse_until, tty_progress
+from auditor.cli.options import Option, interruptible, parse_until, tty_progress
 from auditor.connectors.base import Progress, Source
 from auditor.connectors.gcp.files import GcpFiles
 from auditor.errors import InputError
@@ -211,5 +211,5 @@ def apply_plan(
 
 
 def register(app: typer.Typer, collect: typer.Typer) -> None:
-    collect.command("gcp")(collect_gcp)
-    app.command("gcp-apply-plan")(apply_plan)
+    collect.command("gcp")(interruptible(collect_gcp))
+    app.command("gcp-apply-plan")(interruptible(apply_plan))

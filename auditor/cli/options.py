@@ -7,6 +7,7 @@ touches no other command.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 import time
@@ -17,7 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from auditor.connectors.base import Progress, no_progress
-from auditor.errors import InputError
+from auditor.errors import EXIT_INTERRUPTED, InputError
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Option:
 def command(options: Sequence[Option], body: Callable[[Mapping[str, Any]], None], doc: str) -> Callable[..., None]:
     """A function Typer reads as a command with exactly ``options``; calling it runs ``body(values)``."""
 
+    @interruptible
     def run(**values: Any) -> None:
         body(values)
 
@@ -43,6 +45,24 @@ def command(options: Sequence[Option], body: Callable[[Mapping[str, Any]], None]
     )
     run.__annotations__ = {o.name: o.annotation for o in options}
     run.__doc__ = doc
+    return run
+
+
+INTERRUPTED = "auditor: interrupted; no output was changed"
+
+
+def interruptible(function: Callable[..., None]) -> Callable[..., None]:
+    """Ctrl-C is one line and exit 130 (Typer would exit 130 silently); outputs are published only
+    at the end, so nothing was changed."""
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            function(*args, **kwargs)
+        except KeyboardInterrupt:
+            sys.stderr.write(INTERRUPTED + "\n")
+            raise SystemExit(EXIT_INTERRUPTED) from None
+
     return run
 
 

@@ -47,9 +47,11 @@ class PolicyPlan:
 
 
 def _preferred(statements: list[Statement]) -> list[Statement]:
-    """The unconditional statements if any, else every conditional one (each grants on its own)."""
-    unconditional = [s for s in statements if not s.condition]
-    return unconditional or statements
+    """The statements whose scopes together are exactly the grant: every one of them (each grants on
+    its own, a conditional one may reach resources the others do not), unless one alone grants on
+    every resource without a condition."""
+    everywhere = [s for s in statements if not s.condition and not s.not_resource and "*" in s.resources]
+    return everywhere[:1] or statements
 
 
 def _merge_conditions(a: str | None, b: str | None) -> str | None:
@@ -70,7 +72,9 @@ Scope = tuple[tuple[str, ...], bool, str | None]  # (resources, is NotResource, 
 def _intersect(grant: Statement, cap: Statement | None) -> Scope | None:
     """Where ``grant`` applies once the permissions boundary statement ``cap`` is applied."""
     condition = _merge_conditions(grant.condition, cap.condition if cap else None)
-    if cap is None or cap.not_resource or "*" in cap.resources:
+    if cap is None or cap.not_resource or "*" in cap.resources or grant.not_resource:
+        # A NotResource grant stays as written: "the cap minus those" is no Resource list, and the
+        # boundary, still attached, goes on capping it.
         return grant.resources, grant.not_resource, condition
     if grant.not_resource or "*" in grant.resources:
         return cap.resources, False, condition

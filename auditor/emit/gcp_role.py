@@ -273,14 +273,22 @@ def _role_files(
     return publish, add, bind
 
 
-def _remove_commands(audit: IdentityAudit, member: str) -> tuple[list[dict[str, Any]], list[str], list[str]]:
-    """(plan removals, commands, notes): every project binding goes; inherited ones are listed."""
-    remove, commands, notes = [], [], []
+def _remove_commands(
+    audit: IdentityAudit, member: str, keep: set[tuple[str, str]]
+) -> tuple[list[dict[str, Any]], list[str], list[str], list[str]]:
+    """(plan removals, commands to run before binding the new roles, after it, notes): every project
+    binding goes but the (role, condition) bindings in ``keep`` (a re-run's own, which it updates and
+    binds again); an old binding of a role bound again under another condition is removed first, since
+    ``--all`` would take the new one too; inherited bindings are listed."""
+    remove, first, commands, notes = [], [], [], []
+    again = {role for role, _ in keep}
     for resource, role, condition in _bindings(audit, "project"):
+        if (role, _condition_key(condition)) in keep:
+            continue
         remove.append({"role": role, "condition": condition})
         project = resource.split("/", 1)[1]
         which = "--all" if condition else "--condition=None"
-        commands.append(
+        (first if role in again else commands).append(
             sh(
                 "gcloud",
                 "projects",
@@ -308,7 +316,7 @@ def _remove_commands(audit: IdentityAudit, member: str) -> tuple[list[dict[str, 
     local = sorted({s.source for s in audit.statements if _container(s) is None})
     if local:
         notes.append(f"{len(local)} resource-level binding(s) left as they are: " + ", ".join(local))
-    return remove, commands, notes
+    return remove, first, commands, notes
 
 
 def _identity_output(
@@ -335,7 +343,8 @@ def _identity_output(
     in_role = [k for k in kept if k.action not in outside and k.action not in unfit]
     groups = _role_groups(audit, in_role)
     publish, add, bind = _role_files(audit, entry, groups, ids, ctx)
-    remove, remove_commands, remove_notes = _remove_commands(audit, ctx.member)
+    ours = set() if entry.dormant else {(item["role"], _condition_key(item["condition"])) for item in add}
+    remove, rebind, remove_commands, remove_notes = _remove_commands(audit, ctx.member, ours)
     plan = {"schema": PLAN_SCHEMA, "resource": f"projects/{ctx.project}", "member": ctx.member}
     unobservable = [k for k in in_role if k.state == "unobservable"]
     entry.kept_unobservable = [{"permission": k.action, "reason": k.reason or ""} for k in unobservable]
@@ -345,7 +354,7 @@ def _identity_output(
             disable.append(
                 sh("gcloud", "iam", "service-accounts", "disable", audit.identity, f"--project={ctx.project}")
             )
-        entry.apply = remove_commands + disable
+        entry.apply = rebind + remove_commands + disable
         entry.exceptions = publish + bind
         plan.update(remove=remove, add=[])
         notes.insert(
@@ -358,7 +367,7 @@ def _identity_output(
             ),
         )
     else:
-        entry.apply = publish + bind + remove_commands
+        entry.apply = publish + rebind + bind + remove_commands
         plan.update(remove=remove, add=add)
         if not groups:
             notes.insert(0, "nothing was used in the window: the plan removes every binding instead of adding a role")

@@ -23,6 +23,11 @@ FORMAT = "auditor.gcp-bigquery-usage/v1"
 _TABLE = re.compile(r"^[A-Za-z0-9_.:-]+\.[A-Za-z0-9_]+\.[A-Za-z0-9_$*-]+$")
 
 AGGREGATION_SQL = """\
+WITH checked_operations AS (
+  SELECT DISTINCT operation.id AS id
+  FROM `{table}`, UNNEST(protopayload_auditlog.authorizationInfo) AS checked
+  WHERE timestamp >= @start AND timestamp <= @end AND operation.id IS NOT NULL
+)
 SELECT
   REGEXP_EXTRACT(logName, r'^projects/([^/]+)/') AS project,
   protopayload_auditlog.authenticationInfo.principalEmail AS principal,
@@ -30,7 +35,7 @@ SELECT
   IF(auth.permission IS NULL, protopayload_auditlog.methodName, NULL) AS method,
   auth.permission AS permission,
   IFNULL(auth.granted, FALSE) AS granted,
-  COUNT(*) AS calls,
+  IF(auth.permission IS NULL, COUNT(DISTINCT IFNULL(operation.id, insertId)), COUNT(*)) AS calls,
   FORMAT_TIMESTAMP('%Y-%m-%dT%H:%M:%SZ', MIN(timestamp)) AS first_seen,
   FORMAT_TIMESTAMP('%Y-%m-%dT%H:%M:%SZ', MAX(timestamp)) AS last_seen,
   ARRAY_AGG(DISTINCT FORMAT_DATE('%F', DATE(timestamp))) AS days
@@ -38,6 +43,8 @@ FROM `{table}`
 LEFT JOIN UNNEST(protopayload_auditlog.authorizationInfo) AS auth
 WHERE timestamp >= @start AND timestamp <= @end
   AND logName LIKE '%cloudaudit.googleapis.com%'
+  -- the closing entries of an operation whose first entry carried the check are not calls of their own
+  AND NOT (auth.permission IS NULL AND operation.id IN (SELECT id FROM checked_operations))
 GROUP BY project, principal, service, method, permission, granted
 """
 
@@ -54,7 +61,9 @@ def aggregation_query(table: str) -> str:
 
 
 def fold_rows(rows: Iterable[Mapping[str, Any]], keep: frozenset[str] | None, out: Partial) -> None:
-    """Fold aggregated rows (as :func:`aggregation_query` returns them) into ``out``."""
+    """Fold aggregated rows (as :func:`aggregation_query` returns them) into ``out``, as the log
+    reader folds entries: calls without a check go to ``unchecked`` (operations counted once by the
+    query), and every permission checked in the window is one the logs demonstrably record."""
     for row in rows:
         calls = int(row.get("calls") or 0)
         first, last = str(row.get("first_seen") or ""), str(row.get("last_seen") or "")
@@ -64,21 +73,32 @@ def fold_rows(rows: Iterable[Mapping[str, Any]], keep: frozenset[str] | None, ou
             days[next(iter(days))] = calls
         if first and last:
             out.saw(project, first, last, days, in_window=calls)
+        service, permission = str(row.get("service") or "?"), row.get("permission")
+        if permission and service != K8S_SERVICE:
+            out.seen_permissions.add(str(permission))
         principal = row.get("principal")
         if not principal:
             out.skip("no principal (system event)", calls, project)
             continue
         if keep is not None and principal not in keep:
             continue
-        service, permission = str(row.get("service") or "?"), row.get("permission")
-        if service == K8S_SERVICE or not permission:
-            reason = (
-                "GKE pseudo-permission, not an IAM permission"
-                if service == K8S_SERVICE
-                else ("entry has no authorizationInfo")
+        if service == K8S_SERVICE:
+            key = (
+                project,
+                principal,
+                f"{service}:{row.get('method') or permission}",
+                "GKE pseudo-permission, not an IAM permission",
             )
-            key = (project, principal, f"{service}:{row.get('method') or permission}", reason)
             out.unmapped[key] = out.unmapped.get(key, 0) + calls
+            continue
+        if not permission:
+            ukey = (project, principal, service, str(row.get("method") or "?"))
+            mine = out.unchecked.get(ukey)
+            if mine is None:
+                out.unchecked[ukey] = [calls, first, last]
+            else:
+                mine[0] += calls
+                mine[1], mine[2] = min(mine[1], first), max(mine[2], last)
             continue
         outcome = "used" if row.get("granted") is True else "denied"
         key5 = (project, principal, str(permission), outcome, EVIDENCE)
