@@ -1,0 +1,127 @@
+"""Outputs that must be safe to apply or read: blocklist coverage of refused calls, inert Markdown,
+coverage counted per account, and readers that die with the audit."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import yaml
+from conftest import FakeSource, LogStats, ScopeStats, audit, grant, identity, use
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditor.emit import report_md
+from auditor.emit.blocklist import blocklist, render
+from builders import allow, auth_details, event, policy, role, role_arn, snapshot, trail_file
+
+AGENT = role_arn("agent")
+
+
+def test_a_destructive_grant_whose_only_calls_were_refused_is_hard_denied():
+    source = FakeSource(
+        [identity(AGENT)],
+        [grant(AGENT, ["iam:DeleteRole", "iam:DeletePolicy", "iam:GetRole"])],
+        [use(AGENT, "iam:DeleteRole", 3, outcome="denied"), use(AGENT, "iam:GetRole")],
+    )
+    (entry,) = blocklist(audit(source))["identities"]
+    denied = {p for group in entry["deny"] for p in group["permissions"]}
+    gated = {g["permission"] for g in entry["require_approval"]}
+    assert {"iam:DeleteRole", "iam:DeletePolicy"} <= denied and not ({"iam:DeleteRole"} & gated)
+    assert "iam:GetRole" not in denied | gated
+
+
+PIECES = [*"ab#*_`[]()<>!|\n\r\t&;$ ", "<script>", "\n# Heading", "](http://x)", "```"]
+HOSTILE = st.lists(st.sampled_from(PIECES), min_size=1, max_size=20).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(HOSTILE)
+def test_no_input_text_can_add_structure_to_the_report(value):
+    for rendered in (report_md.text(value), report_md.code(value)):
+        assert "\n" not in rendered and "\r" not in rendered
+        assert not re.search(r"(?<!\\)<[a-z/!]", rendered.replace("\\<", "")) or rendered.startswith("`")
+        unescaped = re.sub(r"\\.", "", rendered)
+        if not rendered.startswith("`"):  # text: every Markdown/HTML character escaped
+            assert not set(unescaped) & set("*_[]<>#`|!()")
+    block = report_md._block([f"aws iam x --role-name={value}"])
+    fence = block[0][: -len("sh")]
+    assert block[-1] == fence and all(fence not in line for line in block[1:-1])
+
+
+def test_coverage_rows_count_each_account_by_itself():
+    other = "arn:aws:iam::999999999999:role/other"
+
+    class TwoAccounts(FakeSource):
+        def usage(self, request, progress=None):
+            evidence = super().usage(request)
+            stats = LogStats(
+                "aws",
+                "fake logs",
+                {
+                    "123456789012": ScopeStats({"2026-11-20": 7}, "2026-11-20T00:00:00Z", "2026-11-20T01:00:00Z", 7, 3),
+                    "999999999999": ScopeStats({"2026-11-20": 2}, "2026-11-20T00:00:00Z", "2026-11-20T01:00:00Z", 2, 1),
+                },
+            )
+            return type(evidence)(usage=evidence.usage, logs=(stats,))
+
+    result = audit(TwoAccounts([identity(AGENT), identity(other, account="999999999999")]), days=1)
+    rows = {r["account"]: r for r in result.data.coverage.iter_rows(named=True)}
+    assert (rows["123456789012"]["events_read"], rows["123456789012"]["files_read"]) == (7, 3)
+    assert (rows["999999999999"]["events_read"], rows["999999999999"]["files_read"]) == (2, 1)
+
+
+def test_killing_the_audit_kills_its_log_readers(tmp_path):
+    auth = auth_details([role("agent", inline={"p": policy(allow("s3:*"))})])
+    records = [event(AGENT, "s3.amazonaws.com", "ListBuckets", "2026-11-20T10:00:00Z")] * 2000
+    root = snapshot(tmp_path / "in", auth, {})
+    for index in range(400):
+        trail_file(root, records, day=f"2026/11/{1 + index % 20:02d}", name=f"f{index}")
+    command = [
+        sys.executable,
+        "-m",
+        "auditor",
+        "audit",
+        "--aws-dir",
+        str(root),
+        "--out",
+        str(tmp_path / "o"),
+        "--workers",
+        "2",
+        "-q",
+    ]
+    parent = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    children: list[int] = []
+    deadline = time.monotonic() + 60
+    while not children and time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.05)
+        try:
+            with open(f"/proc/{parent.pid}/task/{parent.pid}/children") as handle:
+                children = [int(c) for c in handle.read().split()]
+        except FileNotFoundError:
+            break
+    assert children, "the audit finished before its readers could be seen"
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{c}") and _alive(c) for c in children):
+        time.sleep(0.1)
+    assert not [c for c in children if os.path.exists(f"/proc/{c}") and _alive(c)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_blocklist_yaml_reads_back_exactly():
+    source = FakeSource([identity(AGENT, name='we"ird: name\n- x')], [grant(AGENT, ["iam:DeleteRole"])])
+    result = audit(source, now=datetime(2026, 11, 21, tzinfo=UTC))
+    document = blocklist(result)
+    assert yaml.safe_load(render(document)) == document
