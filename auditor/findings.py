@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -101,7 +102,7 @@ def _grant_findings(
         out.add("wildcard-grant", sev["wildcard-grant"], f"wildcard grants: {', '.join(wild)}", wild)
 
 
-def _escalation_findings(out: _Collector, paths: Sequence[EscalationPath], states: Mapping[str, str]) -> None:
+def _escalation_findings(out: _Collector, paths: Sequence[EscalationPath], used_actions: AbstractSet[str]) -> None:
     """One finding per identity listing every escalation path it can really use."""
     if not paths:
         return
@@ -110,7 +111,7 @@ def _escalation_findings(out: _Collector, paths: Sequence[EscalationPath], state
     for path in ranked:
         mine = {g.action for g in path.grants}
         actions |= mine
-        used = sorted(a for a in mine if states.get(a) == "used")
+        used = sorted(mine & used_actions)
         lines.append(path.describe() + (f" (used: {', '.join(used)})" if used else ""))
     methods = list(dict.fromkeys(p.method for p in ranked))
     title = (
@@ -175,7 +176,7 @@ class _States:
     used_destructive: dict[tuple[str, str], list[dict[str, Any]]]
     lists: dict[str, dict[tuple[str, str], dict[str, Any]]]  # finding kind -> identity -> aggregate
     granted: dict[tuple[str, str], int]
-    states: dict[tuple[str, str], dict[str, str]]
+    used: dict[tuple[str, str], set[str]]  # identity -> the permissions it used
 
     @classmethod
     def of(cls, perms: pl.DataFrame) -> _States:
@@ -213,15 +214,15 @@ class _States:
             for kind, where in selections.items()
         }
         granted = {(p, i): int(n) for p, i, n in perms.group_by(keys).agg(pl.col("granted").sum()).iter_rows()}
-        states: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
-        for provider, identity, action, state in perms.select(*keys, "action", "state").iter_rows():
-            states[(provider, identity)][action] = state
+        used: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for provider, identity, action in perms.filter(pl.col("state") == "used").select(*keys, "action").iter_rows():
+            used[(provider, identity)].add(action)
         return cls(
             unused_destructive,
             used_destructive,
             lists,
             granted,
-            states,
+            used,
         )
 
 
@@ -297,9 +298,9 @@ def build_findings(data: AuditInput, result: DiffResult, rules: Rules, now: date
     for audit in result.identities:
         out = _Collector(audit)
         key = (audit.provider, audit.identity)
-        states = folded.states.get(key, {})
+        used = folded.used.get(key, set())
         _grant_findings(out, audit, sev, data.catalogs[audit.provider], admin.get(key))
-        _escalation_findings(out, paths.get(key, []), states)
+        _escalation_findings(out, paths.get(key, []), used)
         if not audit.any_activity and (audit.provider, audit.account) not in blind:
             window = data.windows.get(audit.provider)
             span = (

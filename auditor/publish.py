@@ -47,15 +47,19 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from secrets import token_hex
 from types import TracebackType
+from typing import BinaryIO
 
 from auditor.errors import InputError
+
+#: Writes one output into the open file.
+Writer = Callable[[BinaryIO], None]
 
 MANIFEST = ".auditor-run.json"
 MIGRATING = "migrating.json"
@@ -129,8 +133,10 @@ class OutputSet:
             raise
         return self
 
-    def write(self, relative: str, content: str | bytes) -> None:
-        """Write one output of this run, complete and fsync'ed; visible at ``<out>`` once the whole set is."""
+    def write(self, relative: str, content: str | bytes | Writer) -> None:
+        """Write one output of this run, complete and fsync'ed; visible at ``<out>`` once the whole set is.
+        ``content`` may be a function that writes into the open file (a large output streamed, never
+        held in memory whole)."""
         if self._lock is None:
             raise RuntimeError("OutputSet.write() outside its with block")
         rel = _inside(relative)
@@ -325,10 +331,13 @@ def _is_state(name: str) -> bool:
     return name.startswith(".") and name.endswith(STATE_SUFFIX) and len(name) > len(STATE_SUFFIX) + 1
 
 
-def _write_file(path: Path, data: bytes) -> int:
-    """Write ``data`` durably; returns the file's inode."""
+def _write_file(path: Path, data: bytes | Writer) -> int:
+    """Write ``data`` (or what the writer writes) durably; returns the file's inode."""
     with open(path, "wb") as handle:
-        handle.write(data)
+        if isinstance(data, bytes):
+            handle.write(data)
+        else:
+            data(handle)
         handle.flush()
         os.fsync(handle.fileno())
         return os.fstat(handle.fileno()).st_ino

@@ -509,3 +509,22 @@ def test_the_current_set_is_the_last_runs_files_plus_the_users(no_fsync, steps):
             assert (visible(out) or {}) == {**published, **user}
             if out.is_symlink():
                 assert_cleaned(out)
+
+
+def test_a_streamed_output_is_published_with_the_set_and_a_failing_writer_publishes_nothing(tmp_path):
+    out = tmp_path / "out"
+    publish(out, outputs("old", OLD))
+
+    def failing(handle) -> None:
+        handle.write(b"half a table")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(InputError, match="No space left"), OutputSet(out) as staged:
+        staged.write("report.md", "new report")
+        staged.write("permissions.csv", failing)
+    assert visible(out) == outputs("old", OLD)
+
+    with OutputSet(out) as staged:
+        staged.write("report.md", "new report")
+        staged.write("permissions.csv", lambda handle: handle.write(b"a,b\n1,2\n"))
+    assert visible(out) == {"report.md": "new report", "permissions.csv": "a,b\n1,2\n"}

@@ -15,7 +15,6 @@ import typer
 
 from auditor.cli.options import Option, interruptible, parse_until, tty_progress
 from auditor.connectors.base import Progress, Source
-from auditor.connectors.gcp.files import GcpFiles
 from auditor.errors import InputError
 from auditor.fileio import load_json
 
@@ -112,6 +111,8 @@ AUDIT_OPTIONS = [
 
 def sources(values: Mapping[str, Any], common: Any, progress: Progress) -> list[Source]:
     """Offline GCP sources for the options given; ``--gcp-project`` collects a snapshot first."""
+    from auditor.connectors.gcp.files import GcpFiles  # imported only when GCP is audited
+
     found: list[Source] = [GcpFiles.from_dir(d) for d in values["gcp_dir"]]
     policy, roles, logs, insights = (values[k] for k in ("gcp_policy", "gcp_roles", "gcp_logs", "gcp_insights"))
     if policy or roles or logs or insights:

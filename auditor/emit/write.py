@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,22 +11,20 @@ import polars as pl
 
 from auditor.emit import blocklist, report_json, report_md
 from auditor.emit.base import IdentityPolicies, all_policies
-from auditor.publish import OutputSet
+from auditor.publish import OutputSet, Writer
 
 if TYPE_CHECKING:
     from auditor.audit import AuditResult
 
 
-def _permissions_csv(result: AuditResult) -> str:
+def _permissions_csv(result: AuditResult) -> Writer:
     lists = [c for c, t in result.permissions.schema.items() if isinstance(t, pl.List)]
-    flat = result.permissions.with_columns(pl.col(c).list.join(";") for c in lists)
-    return flat.write_csv(datetime_format="%Y-%m-%dT%H:%M:%SZ")
+    flat = result.permissions.lazy().with_columns(pl.col(c).list.join(";") for c in lists)
+    return lambda handle: flat.sink_csv(handle, datetime_format="%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parquet(frame: pl.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.write_parquet(buffer, compression="zstd")
-    return buffer.getvalue()
+def _parquet(frame: pl.DataFrame) -> Writer:
+    return lambda handle: frame.write_parquet(handle, compression="zstd")
 
 
 def _policy_index(policies: list[IdentityPolicies]) -> str:
