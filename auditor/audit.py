@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from auditor import exceptions as accepted
 from auditor import model
 from auditor import ruleset as rule_files
 from auditor import window as windows
@@ -42,6 +43,7 @@ class AuditConfig:
     workers: int | None = None  # parallel log readers (default: CPU count)
     max_file_bytes: int | None = None  # cap on one decompressed log file
     now: datetime | None = None  # the moment nothing can be later than (default: the clock)
+    exceptions: tuple[accepted.Entry, ...] = ()  # findings accepted for a time (see auditor.exceptions)
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,16 @@ class AuditResult:
     findings: pl.DataFrame
     audits: tuple[IdentityAudit, ...]
     generated_at: datetime
+    exceptions: tuple[accepted.Status, ...] = ()
 
     def audit_of(self, provider: str, identity: str) -> IdentityAudit:
         return next(a for a in self.audits if a.provider == provider and a.identity == identity)
 
     def findings_at_or_above(self, level: str) -> pl.DataFrame:
         rank = SEVERITY_RANK[level]
-        return self.findings.filter(pl.col("severity").replace_strict(SEVERITY_RANK, return_dtype=pl.Int8) >= rank)
+        return accepted.open_findings(self.findings).filter(
+            pl.col("severity").replace_strict(SEVERITY_RANK, return_dtype=pl.Int8) >= rank
+        )
 
     def window(self, provider: str) -> model.Window | None:
         return self.data.windows.get(provider)
@@ -103,8 +108,8 @@ def run_audit(config: AuditConfig, progress: Progress = no_progress) -> AuditRes
             "fix the input, or drop --strict to audit what could be read",
         )
     result = diff(data, rules, now)
-    findings = build_findings(data, result, rules, now)
-    return AuditResult(data, rules, options, result.permissions, findings, tuple(result.identities), now)
+    findings, statuses = accepted.apply(build_findings(data, result, rules, now), config.exceptions, now)
+    return AuditResult(data, rules, options, result.permissions, findings, tuple(result.identities), now, statuses)
 
 
 def _cap(source: Source, now: datetime) -> datetime:

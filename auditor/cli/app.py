@@ -25,7 +25,7 @@ import typer
 
 from auditor import __version__
 from auditor.cli import audit as audit_command
-from auditor.cli.options import command
+from auditor.cli.options import FailOn, command, interruptible
 from auditor.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, AuditorError
 
 app = typer.Typer(
@@ -59,6 +59,23 @@ app.command("audit")(
         "Audit agent identities: findings, least-privilege policies, blocklist and report in --out.",
     )
 )
+
+
+@app.command("diff")
+@interruptible
+def diff_command(
+    previous: Annotated[Path, typer.Argument(help="The earlier audit: its --out folder or report.json.")],
+    new: Annotated[Path, typer.Argument(help="The later audit: its --out folder or report.json.")],
+    out: Annotated[Path | None, typer.Option(help="Also write drift.json and drift.md into this folder.")] = None,
+    fail_on_new: Annotated[
+        FailOn, typer.Option(help="Exit 1 when a finding opened since PREVIOUS (not accepted) is at or above this.")
+    ] = FailOn.none,
+    as_json: Annotated[bool, typer.Option("--json", help="Print drift.json instead of the table.")] = False,
+) -> None:
+    """What changed per identity between two audits: grants, use, destructive grants, findings."""
+    from auditor.cli import diff
+
+    diff.run(previous, new, out, fail_on_new, as_json)
 
 
 @app.command("rules")

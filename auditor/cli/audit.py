@@ -15,9 +15,11 @@ from typing import Annotated, Any
 
 import typer
 
+from auditor import drift
+from auditor import exceptions as accepted
 from auditor import ruleset as rule_files
 from auditor.cli.options import FailOn, Option, parse_until, tty_progress
-from auditor.errors import EXIT_FINDINGS
+from auditor.errors import EXIT_FINDINGS, InputError
 from auditor.selection import AgentSelector
 
 COMMON_OPTIONS = [
@@ -85,6 +87,37 @@ COMMON_OPTIONS = [
         ],
         1024,
     ),
+    Option(
+        "exceptions",
+        Annotated[
+            Path | None,
+            typer.Option(
+                help="Accepted exceptions (YAML: identity, permissions or kind, reason, expires): accepted findings "
+                "are marked, not counted and do not fail --fail-on; expired ones are open again.",
+                metavar="FILE",
+            ),
+        ],
+        None,
+    ),
+    Option(
+        "baseline",
+        Annotated[
+            Path | None,
+            typer.Option(
+                help="The previous audit (its --out folder or report.json): write drift.json and drift.md.",
+                metavar="PATH",
+            ),
+        ],
+        None,
+    ),
+    Option(
+        "fail_on_new",
+        Annotated[
+            FailOn,
+            typer.Option(help="Exit 1 when a finding opened since --baseline (not accepted) is at or above this."),
+        ],
+        FailOn.none,
+    ),
     Option("quiet", Annotated[bool, typer.Option("--quiet", "-q", help="No summary table on stdout.")], False),
 ]
 
@@ -124,13 +157,25 @@ def run(values: Mapping[str, Any], providers: Sequence[ModuleType]) -> None:
         drop_unobservable=values["drop_unobservable"],
         workers=values["workers"],
         max_file_bytes=values["max_file_mib"] << 20,
+        exceptions=accepted.load(values["exceptions"]) if values["exceptions"] else (),
     )
+    fail_on_new: FailOn = values["fail_on_new"]
+    if fail_on_new is not FailOn.none and values["baseline"] is None:
+        raise InputError("--fail-on-new needs --baseline", "pass the previous audit's --out folder or report.json")
+    previous = drift.load(values["baseline"]) if values["baseline"] else None  # a bad baseline fails before the audit
     result = run_audit(config, progress)
     out: Path = values["out"]
-    document = write_outputs(result, out)
+    document = write_outputs(result, out, previous)
     if not values["quiet"]:
         typer.echo(terminal_summary(document, str(out)))
     fail_on: FailOn = values["fail_on"]
     if fail_on is not FailOn.none and not result.findings_at_or_above(fail_on.value).is_empty():
         typer.echo(f"auditor: findings at or above {fail_on.value}: failing (--fail-on {fail_on.value})", err=True)
+        raise typer.Exit(EXIT_FINDINGS)
+    if fail_on_new is not FailOn.none and drift.opened_at_or_above(document["drift"]["summary"], fail_on_new.value):
+        typer.echo(
+            f"auditor: new findings at or above {fail_on_new.value} since {values['baseline']}: failing "
+            f"(--fail-on-new {fail_on_new.value})",
+            err=True,
+        )
         raise typer.Exit(EXIT_FINDINGS)

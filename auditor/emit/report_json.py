@@ -14,6 +14,7 @@ import polars as pl
 from auditor import __version__
 from auditor.diff import IdentityAudit
 from auditor.emit.base import IdentityPolicies
+from auditor.exceptions import open_findings
 from auditor.ruleset import SEVERITIES
 from auditor.timefmt import iso, window_dict
 
@@ -25,8 +26,9 @@ COUNTED_SEVERITIES = tuple(reversed(SEVERITIES))  # critical first
 
 
 def _severity_counts(findings: pl.DataFrame) -> dict[str, int]:
+    """Open findings per severity (those an exception accepts are not counted)."""
     counts = dict.fromkeys(COUNTED_SEVERITIES, 0)
-    for severity in findings["severity"].to_list():
+    for severity in open_findings(findings)["severity"].to_list():
         counts[severity] += 1
     return counts
 
@@ -176,11 +178,13 @@ def report(result: AuditResult, policies: list[IdentityPolicies], written: list[
             "unused": sum(i["unused"] for i in identities),
             "unobservable": sum(i["unobservable"] for i in identities),
             "findings": counts,
+            "accepted": result.findings.height - sum(counts.values()),
             "worst_severity": worst,
         },
         "identities": identities,
         "not_audited": _not_audited(result),
         "findings": _records(result.findings),
+        "exceptions": [status.as_dict() for status in result.exceptions],
         "coverage": _records(data.coverage),
         "observability": _records(
             data.observability.with_columns(pl.col("actions").list.len().alias("permission_patterns")).drop("actions")

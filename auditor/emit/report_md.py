@@ -142,12 +142,62 @@ def _summary(doc: dict[str, Any]) -> list[str]:
     return ["## Summary", "", *_table(summary_rows(ranked[:MAX_ROWS]), SUMMARY_HEADERS, len(ranked), "identities")]
 
 
+def _is_accepted(finding: dict[str, Any]) -> bool:
+    return (finding.get("exception") or {}).get("status") == "accepted"
+
+
+def _drift(doc: dict[str, Any]) -> list[str]:
+    """Since the previous audit (the detail is in drift.md)."""
+    if not doc.get("drift"):
+        return []
+    summary, previous = doc["drift"]["summary"], doc["drift"]["previous"]
+    opened = ", ".join(f"{n} {s}" for s, n in summary["findings_opened"].items() if n) or "none"
+    statuses = ", ".join(f"{n} {s}" for s, n in summary["identities"].items() if n and s != "unchanged")
+    return [
+        "## Since the previous audit",
+        "",
+        f"- Compared with {text(previous['origin'])} (generated {previous['generated_at']}); details in drift.md",
+        f"- Identities: {statuses or 'no changes'}",
+        f"- Unused share: {summary['unused_percent']['previous']:.1f}% → {summary['unused_percent']['new']:.1f}%",
+        f"- Grants added {summary['permissions_added']:,}, removed {summary['permissions_removed']:,}; "
+        f"new destructive grants {summary['new_destructive']:,}",
+        f"- New findings (not accepted): {opened}",
+        "",
+    ]
+
+
 def _findings_table(doc: dict[str, Any]) -> list[str]:
-    shown = [f for f in doc["findings"] if f["severity"] != "info"]
+    shown = [f for f in doc["findings"] if f["severity"] != "info" and not _is_accepted(f)]
     if not shown:
         return ["## Findings", "", "No findings above info.", ""]
     rows = [[f["severity"], text(f["name"]), f["kind"], text(f["title"])] for f in shown[:MAX_ROWS]]
     return ["## Findings", "", *_table(rows, ["severity", "identity", "finding", "what"], len(shown), "findings")]
+
+
+def _exceptions(doc: dict[str, Any]) -> list[str]:
+    """Accepted findings, and the entries of the exceptions file that expired or matched nothing."""
+    entries = doc.get("exceptions") or []
+    if not entries:
+        return []
+    lines = ["## Accepted exceptions", ""]
+    accepted = [f for f in doc["findings"] if _is_accepted(f)]
+    if accepted:
+        rows = [
+            [f["severity"], text(f["name"]), f["kind"], text(f["exception"]["reason"]), f["exception"]["expires"]]
+            for f in accepted[:MAX_ROWS]
+        ]
+        lines += _table(rows, ["severity", "identity", "finding", "accepted because", "until"], len(accepted), "")
+    stale = [e for e in entries if e["status"] != "active"]
+    lines += [
+        f"- {text(e['entry'])} ({text(e['identity'])}): "
+        + (
+            f"**expired** on {e['expires']}; its findings are open again"
+            if e["status"] == "expired"
+            else "matched no finding"
+        )
+        for e in stale[:MAX_ROWS]
+    ]
+    return [*lines, ""]
 
 
 def _used_table(ident: dict[str, Any]) -> list[str]:
@@ -221,6 +271,9 @@ def _identity_section(ident: dict[str, Any], findings: Sequence[dict[str, Any]])
     ]
     for finding in findings:
         lines.append(f"- **{finding['severity']}** `{finding['kind']}`: {text(finding['title'])}")
+        if exception := finding.get("exception"):
+            state = "accepted" if exception["status"] == "accepted" else "exception expired"
+            lines.append(f"  - {state} until {exception['expires']}: {text(exception['reason'])}")
         if finding["detail"]:
             lines.append(f"  - {text(finding['detail'])}")
         if finding["actions"]:
@@ -322,6 +375,7 @@ def _gaps(doc: dict[str, Any]) -> list[str]:
 
 
 def render(doc: dict[str, Any]) -> str:
-    lines = [*_header(doc), *_summary(doc), *_findings_table(doc), *_identities(doc)]
+    lines = [*_header(doc), *_drift(doc), *_summary(doc), *_findings_table(doc), *_exceptions(doc)]
+    lines += _identities(doc)
     lines += [*_not_audited(doc), *_coverage(doc), *_unmapped(doc), *_gaps(doc)]
     return "\n".join(lines).rstrip() + "\n"

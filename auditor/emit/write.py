@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import polars as pl
 
-from auditor.emit import blocklist, report_json, report_md
+from auditor import drift
+from auditor.emit import blocklist, drift_md, report_json, report_md
 from auditor.emit.base import IdentityPolicies, all_policies
 from auditor.publish import OutputSet, Writer
 
@@ -48,8 +49,9 @@ def _policy_index(policies: list[IdentityPolicies]) -> str:
     return json.dumps(entries, indent=2) + "\n"
 
 
-def write_outputs(result: AuditResult, out: Path) -> dict[str, Any]:
-    """Write policies, blocklist, permissions.csv and the reports; return the report document."""
+def write_outputs(result: AuditResult, out: Path, previous: drift.Audit | None = None) -> dict[str, Any]:
+    """Write policies, blocklist, permissions.csv and the reports; return the report document. With
+    ``previous`` (last month's audit) also ``drift.json`` and ``drift.md``, summarised in the reports."""
     policies = all_policies(result)
     with OutputSet(out) as staged:
         for entry in policies:
@@ -59,7 +61,13 @@ def write_outputs(result: AuditResult, out: Path) -> dict[str, Any]:
         staged.write("blocklist.yaml", blocklist.render(blocklist.blocklist(result)))
         staged.write("permissions.csv", _permissions_csv(result))
         staged.write("permissions.parquet", _parquet(result.permissions))
-        document = report_json.report(result, policies, [*staged.written, "report.json", "report.md"])
+        extra = ["drift.json", "drift.md"] if previous is not None else []
+        document = report_json.report(result, policies, [*staged.written, *extra, "report.json", "report.md"])
+        if previous is not None:
+            changes = drift.drift(previous, drift.of_result(document, result.permissions, str(out)))
+            staged.write("drift.json", drift.dumps(changes))
+            staged.write("drift.md", drift_md.render(changes))
+            document["drift"] = {"previous": changes["previous"], "summary": changes["summary"], "file": "drift.md"}
         staged.write("report.json", orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
         staged.write("report.md", report_md.render(document))
     return document
