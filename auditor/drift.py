@@ -214,7 +214,7 @@ def _subjects(finding: dict[str, Any]) -> list[str]:
     return list(finding.get("actions") or []) or [""]
 
 
-def _finding_key(finding: dict[str, Any]) -> tuple[str, str, str, str]:
+def finding_key(finding: dict[str, Any]) -> tuple[str, str, str, str]:
     rule = "" if finding["kind"] == "privilege-escalation" else finding.get("rule") or ""
     return finding["provider"], finding["identity"], finding["kind"], rule
 
@@ -232,7 +232,7 @@ def _items(findings: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], se
     key (one used-destructive finding per permission), so their items are united."""
     items: dict[tuple[str, str, str, str], set[str]] = {}
     for finding in findings:
-        items.setdefault(_finding_key(finding), set()).update(_subjects(finding))
+        items.setdefault(finding_key(finding), set()).update(_subjects(finding))
     return items
 
 
@@ -241,7 +241,7 @@ def _gained(
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     found: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for finding in findings:
-        key = _finding_key(finding)
+        key = finding_key(finding)
         extra = set(_subjects(finding)) - other.get(key, set())
         if extra:
             found.setdefault(key[:2], []).append(_change(finding, extra))

@@ -42,7 +42,15 @@ def audit(root: Path, workers: int | None = None) -> tuple[float, int, dict[str,
     real = out.resolve()
     sizes = {
         name: (real / name).stat().st_size
-        for name in ("permissions.csv", "permissions.parquet", "report.json", "report.md", "blocklist.yaml")
+        for name in (
+            "permissions.csv",
+            "permissions.parquet",
+            "report.json",
+            "report.md",
+            "report.html",
+            "report.sarif",
+            "blocklist.yaml",
+        )
     }
     sizes["policies/"] = _size(real / "policies")
     return elapsed, peak, sizes

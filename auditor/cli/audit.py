@@ -19,6 +19,7 @@ from auditor import drift
 from auditor import exceptions as accepted
 from auditor import ruleset as rule_files
 from auditor.cli.options import FailOn, Option, parse_until, tty_progress
+from auditor.emit import sarif
 from auditor.errors import EXIT_FINDINGS, InputError
 from auditor.selection import AgentSelector
 
@@ -118,6 +119,18 @@ COMMON_OPTIONS = [
         ],
         FailOn.none,
     ),
+    Option(
+        "iac_map",
+        Annotated[
+            Path | None,
+            typer.Option(
+                help="Where each identity's IAM is defined in your repository (YAML: identity glob, file, line): "
+                "report.sarif puts its findings there for code scanning.",
+                metavar="FILE",
+            ),
+        ],
+        None,
+    ),
     Option("quiet", Annotated[bool, typer.Option("--quiet", "-q", help="No summary table on stdout.")], False),
 ]
 
@@ -162,10 +175,11 @@ def run(values: Mapping[str, Any], providers: Sequence[ModuleType]) -> None:
     fail_on_new: FailOn = values["fail_on_new"]
     if fail_on_new is not FailOn.none and values["baseline"] is None:
         raise InputError("--fail-on-new needs --baseline", "pass the previous audit's --out folder or report.json")
-    previous = drift.load(values["baseline"]) if values["baseline"] else None  # a bad baseline fails before the audit
+    previous = drift.load(values["baseline"]) if values["baseline"] else None  # bad inputs fail before the audit
+    iac = sarif.load_map(values["iac_map"]) if values["iac_map"] else ()
     result = run_audit(config, progress)
     out: Path = values["out"]
-    document = write_outputs(result, out, previous)
+    document = write_outputs(result, out, previous, iac)
     if not values["quiet"]:
         typer.echo(terminal_summary(document, str(out)))
     fail_on: FailOn = values["fail_on"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ import orjson
 import polars as pl
 
 from auditor import drift
-from auditor.emit import blocklist, drift_md, report_json, report_md
+from auditor.emit import blocklist, drift_md, report_html, report_json, report_md, sarif
 from auditor.emit.base import IdentityPolicies, all_policies
 from auditor.publish import OutputSet, Writer
 
@@ -49,9 +50,15 @@ def _policy_index(policies: list[IdentityPolicies]) -> str:
     return json.dumps(entries, indent=2) + "\n"
 
 
-def write_outputs(result: AuditResult, out: Path, previous: drift.Audit | None = None) -> dict[str, Any]:
+def write_outputs(
+    result: AuditResult,
+    out: Path,
+    previous: drift.Audit | None = None,
+    iac: Sequence[sarif.IacLocation] = (),
+) -> dict[str, Any]:
     """Write policies, blocklist, permissions.csv and the reports; return the report document. With
-    ``previous`` (last month's audit) also ``drift.json`` and ``drift.md``, summarised in the reports."""
+    ``previous`` (last month's audit) also ``drift.json`` and ``drift.md``, summarised in the reports;
+    ``iac`` places the SARIF results on the files where each identity's IAM is defined."""
     policies = all_policies(result)
     with OutputSet(out) as staged:
         for entry in policies:
@@ -61,13 +68,24 @@ def write_outputs(result: AuditResult, out: Path, previous: drift.Audit | None =
         staged.write("blocklist.yaml", blocklist.render(blocklist.blocklist(result)))
         staged.write("permissions.csv", _permissions_csv(result))
         staged.write("permissions.parquet", _parquet(result.permissions))
-        extra = ["drift.json", "drift.md"] if previous is not None else []
+        extra = ["report.sarif", "report.html", *(["drift.json", "drift.md"] if previous is not None else [])]
         document = report_json.report(result, policies, [*staged.written, *extra, "report.json", "report.md"])
         if previous is not None:
             changes = drift.drift(previous, drift.of_result(document, result.permissions, str(out)))
             staged.write("drift.json", drift.dumps(changes))
             staged.write("drift.md", drift_md.render(changes))
-            document["drift"] = {"previous": changes["previous"], "summary": changes["summary"], "file": "drift.md"}
+            document["drift"] = {
+                "previous": changes["previous"],
+                "summary": changes["summary"],
+                "file": "drift.md",
+                "previous_unused": {
+                    f"{i['provider']}|{i['identity']}": i["unused_percent"]["previous"]
+                    for i in changes["identities"]
+                    if i["unused_percent"]["previous"] is not None
+                },
+            }
+        staged.write("report.sarif", orjson.dumps(sarif.render(document, out, iac), option=orjson.OPT_INDENT_2))
         staged.write("report.json", orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
         staged.write("report.md", report_md.render(document))
+        staged.write("report.html", report_html.render(document))
     return document
