@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 def _permissions_csv(result: AuditResult) -> Writer:
     lists = [c for c, t in result.permissions.schema.items() if isinstance(t, pl.List)]
-    flat = result.permissions.lazy().with_columns(pl.col(c).list.join(";") for c in lists)
-    return lambda handle: flat.sink_csv(handle, datetime_format="%Y-%m-%dT%H:%M:%SZ")
+    flat = result.permissions.with_columns(pl.col(c).list.join(";") for c in lists)
+    return lambda handle: flat.write_csv(handle, datetime_format="%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parquet(frame: pl.DataFrame) -> Writer:

@@ -11,6 +11,7 @@ counters ever cross process boundaries, so memory does not grow with the number 
 from __future__ import annotations
 
 import re
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,20 +118,6 @@ def find_log_files(paths: Sequence[Path], required: bool = True) -> tuple[list[P
 # ----------------------------------------------------------------------------- folding
 
 
-def identity_of(event: Event) -> str | None:
-    """The IAM identity whose permissions authorized the call: the role for assumed-role sessions."""
-    user = event.userIdentity
-    if user is None:
-        return None
-    if user.sessionContext is not None and user.sessionContext.sessionIssuer is not None:
-        issuer = user.sessionContext.sessionIssuer.arn
-        if issuer:
-            return issuer
-    if user.type == "Root" and user.accountId:
-        return f"arn:aws:iam::{user.accountId}:root"
-    return user.arn
-
-
 _ARN_PLACEHOLDER = re.compile(r"\$\{([A-Za-z]+)\}")
 
 
@@ -186,7 +173,7 @@ def _fold(events: list[Event], ctx: _Context, out: Partial, origin: str) -> None
     start, end, cap, keep = opts.start, opts.end, opts.cap, opts.identities
     mapper, plans, arn_cache, accounts, clock = ctx.mapper, ctx.plans, ctx.arn_cache, ctx.accounts, ctx.clock
     usage, unmapped, skipped, days, first, last = out.usage, out.unmapped, out.skipped, out.days, out.first, out.last
-    in_window, minutes, remember = out.in_window, clock.minutes, out.seen
+    in_window, minutes, remember, record_ids = out.in_window, clock.minutes, out.seen, out.record_ids
     for index, event in enumerate(events):
         when = event.eventTime
         if not (
@@ -222,7 +209,19 @@ def _fold(events: list[Event], ctx: _Context, out: Partial, origin: str) -> None
             skey = (account, f"{kind} (not a call by the identity)")
             skipped[skey] = skipped.get(skey, 0) + 1
             continue
-        identity = identity_of(event)
+        # The identity whose permissions authorized the call: the role for assumed-role sessions.
+        user = event.userIdentity
+        if user is None:
+            identity = None
+        else:
+            context = user.sessionContext
+            issuer = context.sessionIssuer.arn if context is not None and context.sessionIssuer is not None else None
+            if issuer:
+                identity = issuer
+            elif user.type == "Root" and user.accountId:
+                identity = f"arn:aws:iam::{user.accountId}:root"
+            else:
+                identity = user.arn
         if identity is None:
             skey = (account, _no_identity_reason(event))
             skipped[skey] = skipped.get(skey, 0) + 1
@@ -254,9 +253,26 @@ def _fold(events: list[Event], ctx: _Context, out: Partial, origin: str) -> None
         for action in mapping.actions:
             arns = _matching(ctx, arn_cache, action, resources) if resources else []
             key = (identity_account, identity, action, outcome, evidence)
-            _count(usage, key, when, arns)
+            entry = usage.get(key)  # _count(), inlined: this loop runs once per event
+            if entry is None:
+                usage[key] = [1, when, when, set(arns), bool(arns)]
+            else:
+                entry[0] += 1
+                if when < entry[1]:
+                    entry[1] = when
+                elif when > entry[2]:
+                    entry[2] = when
+                if not arns:
+                    entry[4] = False
+                elif entry[3] is not None:
+                    entry[3].update(arns)
+                    if len(entry[3]) > MAX_RESOURCES:
+                        entry[3] = None
             if record is not None:
-                remember(key, record)
+                ids = record_ids.get(key)  # ScanCounters.seen(), inlined
+                if ids is None:
+                    ids = record_ids[key] = array("q")
+                ids.append(record)
         if outcome == "used" and event.readOnly is not True:
             raw = bytes(event.requestParameters)
             if b":iam::" in raw:  # a role ARN may be passed: implied iam:PassRole
