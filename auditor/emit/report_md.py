@@ -100,7 +100,8 @@ def terminal_summary(doc: dict[str, Any], out_dir: str) -> str:
     if gaps:
         lines.append(f"input problems: {len(gaps)} (listed in {out_dir}/report.md under 'Input problems')")
     lines.append(
-        f"wrote {out_dir}/report.md, report.json, blocklist.yaml, permissions.csv, permissions.parquet and "
+        f"wrote {out_dir}/report.md, report.html, report.json, report.sarif, blocklist.yaml, permissions.csv, "
+        f"permissions.parquet{', drift.md, drift.json' if doc.get('drift') else ''} and "
         f"{sum(len(i['policy_files']) for i in doc['identities'])} policy file(s) under {out_dir}/policies/"
     )
     return "\n".join(lines)
