@@ -37,7 +37,6 @@ class AgentSpec:
     tools: tuple[dict[str, Any], ...]
     mcp_configs: tuple[Path, ...]
     mcp_servers: tuple[dict[str, Any], ...]
-    claude_settings: tuple[Path, ...]
 
 
 @dataclass(frozen=True)
@@ -99,5 +98,4 @@ def _agent(entry: dict[str, Any], base: Path) -> AgentSpec:
         tools=tuple(entry.get("tools", ())),
         mcp_configs=tuple(base / p for p in entry.get("mcp_configs", ())),
         mcp_servers=tuple(entry.get("mcp_servers", ())),
-        claude_settings=tuple(base / p for p in entry.get("claude_settings", ())),
     )

@@ -235,7 +235,7 @@ class ToolSource:
         if manifest is not None:
             files += [*manifest.tools_lists, *self._trace_paths()]
             for spec in manifest.agents:
-                files += [*spec.mcp_configs, *spec.claude_settings]
+                files += spec.mcp_configs
         return tuple(dict.fromkeys(str(p) for p in files))
 
     # -- grants -------------------------------------------------------------------------------
