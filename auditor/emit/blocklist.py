@@ -3,7 +3,9 @@
 Per identity, ``deny`` lists destructive permissions that are granted but were never successfully
 used — unused, or only attempted and refused (block them in code) —, and ``require_approval`` lists
 destructive permissions that were used, or that the logs cannot show (route them through a human
-approval gate). A destructive permission is always in exactly one of the two. Schema:
+approval gate). A destructive permission is always in exactly one of the two. Agents' tool-layer
+identities (provider ``tools``) also list ``allow``: the tools they may call without approval
+(:mod:`auditor.emit.tool_decisions`). Schema:
 ``auditor/schemas/blocklist.schema.json``.
 """
 
@@ -18,6 +20,7 @@ import orjson
 import polars as pl
 
 from auditor import __version__
+from auditor.emit import tool_decisions
 from auditor.timefmt import iso, window_dict
 
 if TYPE_CHECKING:
@@ -28,7 +31,8 @@ HEADER = """\
 # Per identity: `deny` = destructive permissions granted but never successfully used in the window
 # (unused, or only refused: hard block);
 # `require_approval` = destructive permissions that were used, or that the logs cannot show
-# (route through a human approval gate). Permission names compare case-insensitively.
+# (route through a human approval gate); tool-layer agents also `allow` = tools callable without approval.
+# Permission names compare case-insensitively.
 # JSON Schema: auditor/schemas/blocklist.schema.json
 """
 
@@ -82,6 +86,7 @@ def blocklist(result: AuditResult) -> dict[str, Any]:
     gated: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in destructive.filter(~pl.col("state").is_in(["unused", "denied"])).iter_rows(named=True):
         gated[(row["provider"], row["identity"])].append(_approval(row))
+    allowed = {i: d.allow for i, d in tool_decisions.tool_decisions(result).items()}
     identities = []
     for audit in result.audits:
         deny_groups = {g["rule"]: g for g in groups.get((audit.provider, audit.identity), [])}
@@ -94,6 +99,7 @@ def blocklist(result: AuditResult) -> dict[str, Any]:
                 "name": audit.name,
                 "deny": sorted(deny_groups.values(), key=lambda g: g["rule"]),
                 "require_approval": approval,
+                **({"allow": allowed.get(audit.identity, [])} if audit.provider == tool_decisions.PROVIDER else {}),
             }
         )
     return {

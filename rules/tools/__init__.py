@@ -1,0 +1,1 @@
+"""Data package: rule files of the agents' tool layer (classification, trust, refusals)."""
