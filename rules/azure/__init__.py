@@ -1,0 +1,1 @@
+"""Data package: Azure-specific rule files (operation facts, admin roles, authorization failures)."""
