@@ -91,9 +91,8 @@ def test_blocklist_validates_against_its_schema_and_matches_usage(audited):
 
 def test_policy_is_valid_iam_json_allowing_exactly_the_used_actions(audited):
     out, _ = audited
-    (path,) = (out / BOT_FOLDER).glob("*.json")
-    assert path.name == "policy.json"
-    document = json.loads(path.read_text())
+    assert sorted(p.name for p in (out / BOT_FOLDER).glob("*.json")) == ["boundary.json", "deny.json", "policy.json"]
+    document = json.loads((out / BOT_FOLDER / "policy.json").read_text())
     assert document["Version"] == "2012-10-17"
     assert all(s["Sid"].isalnum() for s in document["Statement"])
     assert aws_policy.allows([document], "dynamodb:DescribeTable")
@@ -118,8 +117,16 @@ def test_index_lists_the_folder_files_and_quoted_apply_commands(audited):
         "note",
         "alternative",
         "kept_unobservable",
+        "enforce",
+        "enforce_note",
     }
-    assert (entry["folder"], entry["files"], entry["dormant"]) == (BOT_FOLDER, [f"{BOT_FOLDER}/policy.json"], False)
+    files = [f"{BOT_FOLDER}/policy.json", f"{BOT_FOLDER}/deny.json", f"{BOT_FOLDER}/boundary.json"]
+    assert (entry["folder"], entry["files"], entry["dormant"]) == (BOT_FOLDER, files, False)
+    put_deny = entry["enforce"][0]
+    assert put_deny == (
+        "aws iam put-role-policy --role-name=bot --policy-name=auditor-blocklist-deny "
+        f"--policy-document=file://{BOT_FOLDER}/deny.json"
+    )
     create, attach, delete = entry["apply"]
     assert create == (
         f"aws iam create-policy --policy-name=auditor-role-bot --path=/ --policy-document=file://{BOT_FOLDER}/policy.json"

@@ -253,8 +253,9 @@ def test_a_dormant_role_keeps_its_denies_and_gets_an_exception_for_what_logs_can
     )
     entry = aws_entry(source)
     folder = f"policies/aws/{ACCOUNTS[0]}/role/bot"
-    assert entry.dormant and [f.path for f in entry.files] == [f"{folder}/denies.json", f"{folder}/exception.json"]
-    denies, exception = (json.loads(f.content) for f in entry.files)
+    expected = [f"{folder}/denies.json", f"{folder}/exception.json", f"{folder}/deny.json"]  # + the blocklist's deny
+    assert entry.dormant and [f.path for f in entry.files] == expected
+    denies, exception, _ = (json.loads(f.content) for f in entry.files)
     assert [s["Effect"] for s in denies["Statement"]] == ["Deny"]
     assert {a for s in exception["Statement"] if s["Effect"] == "Allow" for a in s["Action"]} == {"dynamodb:GetItem"}
     assert entry.kept_unobservable == [{"permission": "dynamodb:GetItem", "reason": "data events"}]

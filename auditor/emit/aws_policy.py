@@ -27,7 +27,9 @@ import polars as pl
 
 from auditor.diff import Grant, IdentityAudit, Statement
 from auditor.emit import base
+from auditor.emit.aws_enforce import add_enforcement
 from auditor.emit.base import IdentityPolicies, KeptPermission, PolicyFile, sh
+from auditor.emit.blocklist import BLOCKED_STATES
 from auditor.matching import resource_matches
 from auditor.narrowing import NarrowingRules
 
@@ -361,6 +363,17 @@ def _identity_plan(
         )
 
 
+def _deny_actions(result: AuditResult) -> dict[str, list[str]]:
+    """Per AWS identity the blocklist's ``deny`` permissions (destructive, granted, never used)."""
+    rows = result.permissions.filter(
+        (pl.col("provider") == "aws")
+        & pl.col("granted")
+        & pl.col("destructive")
+        & pl.col("state").is_in(BLOCKED_STATES)
+    )
+    return dict(rows.group_by("identity").agg(pl.col("action").sort()).iter_rows())
+
+
 def aws_policies(result: AuditResult, folders: Mapping[str, str]) -> list[IdentityPolicies]:
     """The least-privilege policy files and plan of every audited AWS identity."""
     rules = NarrowingRules.of(result.rules)
@@ -370,6 +383,8 @@ def aws_policies(result: AuditResult, folders: Mapping[str, str]) -> list[Identi
     names = _policy_names(audits, {i: len(p.documents) for i, p in plans.items()})
     existing = _existing_policies(result)
     dormant = set(result.findings.filter(pl.col("kind") == "dormant-identity")["identity"].to_list())
+    denied = _deny_actions(result)
+    catalog = result.data.catalogs.get("aws")
     paths = dict(result.data.identities.filter(pl.col("provider") == "aws").select("identity", "path").iter_rows())
     out = []
     for audit in audits:
@@ -377,7 +392,12 @@ def aws_policies(result: AuditResult, folders: Mapping[str, str]) -> list[Identi
         entry = IdentityPolicies("aws", audit.account, audit.identity, audit.name, folders[audit.identity])
         entry.kept_unobservable = [{"permission": k.action, "reason": k.reason or ""} for k in plan.unobservable]
         entry.dormant = audit.identity in dormant
-        _identity_plan(audit, plan, entry, names[audit.identity], _policy_path(paths.get(audit.identity)), existing)
+        path = _policy_path(paths.get(audit.identity))
+        _identity_plan(audit, plan, entry, names[audit.identity], path, existing)
+        if catalog is not None and audit.kind in ("role", "user"):
+            boundary = plan.documents[0] if len(plan.documents) == 1 and not entry.dormant else None
+            boundary_name = f"{names[audit.identity]}-boundary"
+            add_enforcement(entry, audit, denied.get(audit.identity, []), catalog, boundary, boundary_name, path)
         out.append(entry)
     return out
 

@@ -63,6 +63,8 @@ class IdentityPolicies:
     dormant: bool = False
     note: str | None = None
     alternative: str | None = None  # a smaller predefined grant that covers what was used, if any
+    enforce: list[str] = field(default_factory=list)  # commands that make the cloud enforce the blocklist
+    enforce_note: str | None = None
 
 
 #: One emitter per provider: (result, that provider's audits' folders) -> their outputs.

@@ -37,6 +37,10 @@ HEADER = """\
 """
 
 
+#: States whose destructive permissions are hard-denied (never successfully used).
+BLOCKED_STATES = ("unused", "denied")
+
+
 def _deny_group(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "rule": row["destructive_rule"],
@@ -67,7 +71,7 @@ def _approval(row: dict[str, Any]) -> dict[str, Any]:
 
 def blocklist(result: AuditResult) -> dict[str, Any]:
     destructive = result.permissions.filter(pl.col("granted") & pl.col("destructive")).sort("action")
-    blocked = destructive.filter(pl.col("state").is_in(["unused", "denied"]))
+    blocked = destructive.filter(pl.col("state").is_in(BLOCKED_STATES))
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in (
         blocked.group_by(["provider", "identity", "destructive_rule"], maintain_order=True)
@@ -84,7 +88,7 @@ def blocklist(result: AuditResult) -> dict[str, Any]:
         group["permissions"] = row["action"]
         groups[(row["provider"], row["identity"])].append(group)
     gated: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for row in destructive.filter(~pl.col("state").is_in(["unused", "denied"])).iter_rows(named=True):
+    for row in destructive.filter(~pl.col("state").is_in(BLOCKED_STATES)).iter_rows(named=True):
         gated[(row["provider"], row["identity"])].append(_approval(row))
     allowed = {i: d.allow for i, d in tool_decisions.tool_decisions(result).items()}
     identities = []

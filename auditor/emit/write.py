@@ -44,6 +44,8 @@ def _policy_index(policies: list[IdentityPolicies]) -> str:
             "note": p.note,
             "alternative": p.alternative,
             "kept_unobservable": p.kept_unobservable,
+            "enforce": p.enforce,
+            "enforce_note": p.enforce_note,
         }
         for p in policies
     ]
