@@ -265,6 +265,19 @@ def _worker_init(initializer: Callable[..., None] | None, initargs: tuple[Any, .
         initializer(*initargs)
 
 
+def _each(paths: list[Path], read_file: Callable[[Path], T], empty: Callable[[], T]) -> T:
+    total = empty()
+    for path in paths:
+        total.merge(read_file(path))
+    return total
+
+
+def batches_of(read_file: Callable[[Path], T], empty: Callable[[], T]) -> Callable[[list[Path]], T]:
+    """A batch reader for :func:`fold_files` from a one-file reader (picklable when ``read_file`` is a
+    module-level function or a partial of one)."""
+    return functools.partial(_each, read_file=read_file, empty=empty)
+
+
 def fold_files(
     files: Sequence[Path],
     read_batch: Callable[[list[Path]], T],

@@ -23,7 +23,15 @@ import orjson
 from auditor.catalog import aws_catalog, aws_resource_arn_formats
 from auditor.connectors.aws.actions import ActionMapping, EventActionMapper
 from auditor.connectors.aws.cloudtrail_records import Event, Resource, decode, looks_like_cloudtrail
-from auditor.connectors.log_scan import SECONDS, EventClock, ScanCounters, fold_files, newest_event, problem_row
+from auditor.connectors.log_scan import (
+    SECONDS,
+    EventClock,
+    ScanCounters,
+    batches_of,
+    fold_files,
+    newest_event,
+    problem_row,
+)
 from auditor.errors import InputError
 from auditor.fileio import DEFAULT_CAP, read_input, walk_files
 from auditor.narrowing import NarrowingRules
@@ -350,13 +358,6 @@ def read_file(path: Path) -> Partial:
     return out
 
 
-def _read_batch(paths: list[Path]) -> Partial:
-    total = Partial()
-    for path in paths:
-        total.merge(read_file(path))
-    return total
-
-
 def scan(
     files: Sequence[Path],
     options: TrailOptions,
@@ -364,7 +365,15 @@ def scan(
     progress: Callable[[int, int], None] | None = None,
 ) -> Partial:
     """Fold all ``files``; in parallel processes when there are enough files to pay for them."""
-    return fold_files(files, _read_batch, Partial(), workers, progress, initializer=_init_worker, initargs=(options,))
+    return fold_files(
+        files,
+        batches_of(read_file, Partial),
+        Partial(),
+        workers,
+        progress,
+        initializer=_init_worker,
+        initargs=(options,),
+    )
 
 
 def _newest_in(path: Path) -> str:

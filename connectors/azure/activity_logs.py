@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from auditor.connectors.azure.activity_records import NotActivityLog, Record, decode, normalize
 from auditor.connectors.azure.rules import AzureRules
-from auditor.connectors.log_scan import EventClock, ScanCounters, fold_files, newest_event, problem_row
+from auditor.connectors.log_scan import EventClock, ScanCounters, batches_of, fold_files, newest_event, problem_row
 from auditor.errors import InputError
 from auditor.fileio import DEFAULT_CAP, read_input, walk_files
 
@@ -150,20 +150,15 @@ def read_file(path: Path, options: ScanOptions) -> Partial:
     return out
 
 
-def _read_batch(paths: list[Path], options: ScanOptions) -> Partial:
-    total = Partial()
-    for path in paths:
-        total.merge(read_file(path, options))
-    return total
-
-
 def scan(
     files: Sequence[Path],
     options: ScanOptions,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Partial:
-    return fold_files(files, functools.partial(_read_batch, options=options), Partial(), workers, progress)
+    return fold_files(
+        files, batches_of(functools.partial(read_file, options=options), Partial), Partial(), workers, progress
+    )
 
 
 def _newest_in(path: Path, cap: str, max_file_bytes: int) -> str:

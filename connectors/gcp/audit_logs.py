@@ -30,7 +30,7 @@ from auditor.connectors.gcp.audit_records import (
     decode,
     looks_like_audit_log,
 )
-from auditor.connectors.log_scan import EventClock, ScanCounters, fold_files, newest_event, problem_row
+from auditor.connectors.log_scan import EventClock, ScanCounters, batches_of, fold_files, newest_event, problem_row
 from auditor.errors import InputError
 from auditor.fileio import DEFAULT_CAP, read_input, walk_files
 
@@ -297,13 +297,6 @@ def read_file(path: Path, options: ScanOptions) -> Partial:
     return out
 
 
-def _read_batch(paths: list[Path], options: ScanOptions) -> Partial:
-    total = Partial()
-    for path in paths:
-        total.merge(read_file(path, options))
-    return total
-
-
 def scan(
     files: Sequence[Path],
     options: ScanOptions,
@@ -312,7 +305,12 @@ def scan(
 ) -> Partial:
     """Fold all ``files``; in parallel processes when there are enough files to pay for them."""
     return fold_files(
-        files, functools.partial(_read_batch, options=options), Partial(), workers, progress, batch_size=16
+        files,
+        batches_of(functools.partial(read_file, options=options), Partial),
+        Partial(),
+        workers,
+        progress,
+        batch_size=16,
     )
 
 

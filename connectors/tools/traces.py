@@ -54,14 +54,10 @@ def read_file(path: Path, max_file_bytes: int) -> TraceScan:
     return out
 
 
-def _read_batch(paths: list[Path], max_file_bytes: int) -> TraceScan:
-    total = TraceScan()
-    for path in paths:
-        total.merge(read_file(path, max_file_bytes))
-    return total
-
-
 def scan(files: Sequence[Path], workers: int | None, max_file_bytes: int) -> TraceScan:
     return log_scan.fold_files(
-        files, functools.partial(_read_batch, max_file_bytes=max_file_bytes), TraceScan(), workers
+        files,
+        log_scan.batches_of(functools.partial(read_file, max_file_bytes=max_file_bytes), TraceScan),
+        TraceScan(),
+        workers,
     )
