@@ -101,3 +101,26 @@ def _blocklist(out: Path) -> dict:
     import yaml
 
     return yaml.safe_load((out / "blocklist.yaml").read_text())
+
+
+def test_the_scp_denies_only_what_every_tagged_agent_may_lose(audited):
+    index = json.loads((audited / "policies" / "index.json").read_text())
+    (scp,) = [e for e in index if e["name"] == "agents-deny (SCP)"]
+    documents = [json.loads((audited / path).read_text()) for path in scp["files"]]
+    assert all(len((audited / path).read_text().strip()) <= 5120 for path in scp["files"])
+    assert all(
+        d["Statement"][0]["Condition"] == {"StringEquals": {"aws:PrincipalTag/agent": ["true"]}} for d in documents
+    )
+    assert len(scp["enforce"]) == len(documents) and all(
+        "create-policy" in c and "attach-policy" in c for c in scp["enforce"]
+    )
+    table = pl.read_parquet(audited / "permissions.parquet").filter((pl.col("provider") == "aws") & pl.col("granted"))
+    blocklist = {i["identity"]: i for i in _blocklist(audited)["identities"] if i["provider"] == "aws"}
+    denied_somewhere = {p for i in blocklist.values() for g in i["deny"] for p in g["permissions"]}
+    scp_denied = set()
+    for identity, action in table.select("identity", "action").iter_rows():
+        mine = {p for g in blocklist[identity]["deny"] for p in g["permissions"]}
+        if evaluate([ADMIN, *documents], action) == "explicit-deny":
+            assert action in mine, (identity, action)  # never a permission this agent keeps
+            scp_denied.add(action)
+    assert scp_denied and scp_denied <= denied_somewhere

@@ -103,7 +103,8 @@ def test_policy_is_valid_iam_json_allowing_exactly_the_used_actions(audited):
 
 def test_index_lists_the_folder_files_and_quoted_apply_commands(audited):
     out, _ = audited
-    (entry,) = json.loads((out / "policies" / "index.json").read_text())
+    entry, scp = json.loads((out / "policies" / "index.json").read_text())
+    assert scp["folder"] == f"policies/aws/{ACCOUNT}/organizations" and scp["enforce"]  # the account's SCP
     assert set(entry) == {
         "provider",
         "account",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from auditor.catalog import Catalog
@@ -78,16 +78,20 @@ def _size(document: dict[str, Any]) -> int:
     return len(json.dumps(document, separators=(",", ":")))
 
 
-def _chunks(patterns: list[str]) -> list[dict[str, Any]]:
-    """Deny documents of at most MANAGED_LIMIT characters each, the patterns in order."""
+def _chunks(patterns: list[str], document: Callable[[list[str]], dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """Documents of at most ``limit`` characters each, holding the patterns in order."""
     documents: list[dict[str, Any]] = []
     current: list[str] = []
     for pattern in patterns:
-        if current and _size(_document("AuditorBlocklistDeny", "Deny", [*current, pattern])) > MANAGED_LIMIT:
-            documents.append(_document("AuditorBlocklistDeny", "Deny", current))
+        if current and _size(document([*current, pattern])) > limit:
+            documents.append(document(current))
             current = []
         current.append(pattern)
-    return [*documents, _document("AuditorBlocklistDeny", "Deny", current)] if current else documents
+    return [*documents, document(current)] if current else documents
+
+
+def _deny_document(actions: list[str]) -> dict[str, Any]:
+    return _document("AuditorBlocklistDeny", "Deny", actions)
 
 
 def add_enforcement(
@@ -118,7 +122,7 @@ def add_enforcement(
                 )
             )
         else:  # too large for an inline policy: managed policies of at most 6,144 characters each
-            parts = _chunks(patterns)
+            parts = _chunks(patterns, _deny_document, MANAGED_LIMIT)
             partition = audit.identity.split(":", 2)[1] if audit.identity.startswith("arn:") else "aws"
             for index, part in enumerate(parts, start=1):
                 path = f"{entry.folder}/deny.json" if index == 1 else f"{entry.folder}/deny.{index}.json"
@@ -163,3 +167,77 @@ def add_enforcement(
                 f"--permissions-boundary={arn}",
             ),
         ]
+
+
+#: Service control policy document limit (characters).
+SCP_LIMIT = 5120
+SCPS_PER_TARGET = 5
+
+
+def scp_plans(
+    accounts: dict[str, list[tuple[IdentityAudit, str, list[str], set[str]]]], catalog: Catalog
+) -> list[IdentityPolicies]:
+    """Per account an Organizations SCP denying, for principals carrying the agents' tag, what every
+    tagged agent is denied and none of them may use (an action one agent uses is never in it).
+
+    ``accounts``: account -> [(audit, "key=value" tag it was selected by, its deny list, its other grants)].
+    """
+    out = []
+    for account, agents in sorted(accounts.items()):
+        denied = set().union(*(set(d) for _, _, d, _ in agents))
+        needed = set().union(*(kept for _, _, _, kept in agents))
+        blocked = sorted(denied - needed)
+        if not blocked:
+            continue
+        tags: dict[str, set[str]] = {}
+        for _, tag, _, _ in agents:
+            key, _, value = tag.partition("=")
+            tags.setdefault(key, set()).add(value)
+        condition = {"StringEquals": {f"aws:PrincipalTag/{k}": sorted(v) for k, v in sorted(tags.items())}}
+        folder = f"policies/aws/{account}/organizations"
+        entry = IdentityPolicies(
+            "aws", account, f"arn:aws:organizations::{account}:scp/auditor-agents-deny", "agents-deny (SCP)", folder
+        )
+        for index, document in enumerate(_scp_chunks(compact(blocked, catalog), condition), start=1):
+            path = f"{folder}/agents-deny.json" if index == 1 else f"{folder}/agents-deny.{index}.json"
+            name = f"auditor-agents-deny-{account}" + ("" if index == 1 else f"-{index}")
+            entry.files.append(PolicyFile(path, json.dumps(document, separators=(",", ":")) + "\n"))
+            create = sh(
+                "aws",
+                "organizations",
+                "create-policy",
+                "--type=SERVICE_CONTROL_POLICY",
+                f"--name={name}",
+                f"--description=auditor: destructive actions no agent in {account} uses",
+                f"--content=file://{path}",
+                "--query=Policy.PolicySummary.Id",
+                "--output=text",
+            )
+            entry.enforce.append(
+                f'id=$({create}) && aws organizations attach-policy --policy-id="$id" {sh(f"--target-id={account}")}'
+            )
+        tagged = ", ".join(f"{k}={'|'.join(sorted(v))}" for k, v in sorted(tags.items()))
+        entry.enforce_note = (
+            f"applies to every principal of account {account} tagged {tagged}; run from the management account"
+        )
+        if len(entry.files) > SCPS_PER_TARGET - 1:
+            entry.enforce_note += (
+                f"; it needs {len(entry.files)} SCPs but an account takes {SCPS_PER_TARGET} (FullAWSAccess "
+                "included): attach the rest to its parent OUs, or narrow the administrator agents first"
+            )
+        out.append(entry)
+    return out
+
+
+def _scp_chunks(patterns: list[str], condition: dict[str, Any]) -> list[dict[str, Any]]:
+    def document(actions: list[str]) -> dict[str, Any]:
+        statement = {
+            "Sid": "AuditorAgentsDeny",
+            "Effect": "Deny",
+            "Action": actions,
+            "Resource": "*",
+            "Condition": condition,
+        }
+        return {"Version": "2012-10-17", "Statement": [statement]}
+
+    return _chunks(patterns, document, SCP_LIMIT)

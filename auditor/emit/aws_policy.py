@@ -27,7 +27,7 @@ import polars as pl
 
 from auditor.diff import Grant, IdentityAudit, Statement
 from auditor.emit import base
-from auditor.emit.aws_enforce import add_enforcement
+from auditor.emit.aws_enforce import add_enforcement, scp_plans
 from auditor.emit.base import IdentityPolicies, KeptPermission, PolicyFile, sh
 from auditor.emit.blocklist import BLOCKED_STATES
 from auditor.matching import resource_matches
@@ -385,6 +385,11 @@ def aws_policies(result: AuditResult, folders: Mapping[str, str]) -> list[Identi
     dormant = set(result.findings.filter(pl.col("kind") == "dormant-identity")["identity"].to_list())
     denied = _deny_actions(result)
     catalog = result.data.catalogs.get("aws")
+    aws_rows = result.permissions.filter((pl.col("provider") == "aws") & pl.col("granted"))
+    granted = dict(aws_rows.group_by("identity").agg("action").iter_rows())
+    identities = result.data.identities.filter(pl.col("provider") == "aws")
+    selected_by = dict(identities.select("identity", "selected_by").iter_rows())
+    tagged: dict[str, list[tuple[IdentityAudit, str, list[str], set[str]]]] = {}
     paths = dict(result.data.identities.filter(pl.col("provider") == "aws").select("identity", "path").iter_rows())
     out = []
     for audit in audits:
@@ -398,8 +403,12 @@ def aws_policies(result: AuditResult, folders: Mapping[str, str]) -> list[Identi
             boundary = plan.documents[0] if len(plan.documents) == 1 and not entry.dormant else None
             boundary_name = f"{names[audit.identity]}-boundary"
             add_enforcement(entry, audit, denied.get(audit.identity, []), catalog, boundary, boundary_name, path)
+        if catalog is not None and (selected_by.get(audit.identity) or "").startswith("tag "):
+            mine = denied.get(audit.identity, [])
+            kept = set(granted.get(audit.identity, [])) - set(mine)
+            tagged.setdefault(audit.account, []).append((audit, selected_by[audit.identity][4:], mine, kept))
         out.append(entry)
-    return out
+    return out + (scp_plans(tagged, catalog) if catalog is not None else [])
 
 
 base.register("aws", aws_policies)
