@@ -111,15 +111,17 @@ AUDIT_OPTIONS = [
 
 def sources(values: Mapping[str, Any], common: Any, progress: Progress) -> list[Source]:
     """Offline GCP sources for the options given; ``--gcp-project`` collects a snapshot first."""
+    policy, roles, logs, insights = (values[k] for k in ("gcp_policy", "gcp_roles", "gcp_logs", "gcp_insights"))
+    projects, table, snapshot = values["gcp_project"], values["bigquery_table"], values["gcp_snapshot"]
+    if not (values["gcp_dir"] or policy or roles or logs or insights or projects or table or snapshot):
+        return []
     from auditor.connectors.gcp.files import GcpFiles  # imported only when GCP is audited
 
     found: list[Source] = [GcpFiles.from_dir(d) for d in values["gcp_dir"]]
-    policy, roles, logs, insights = (values[k] for k in ("gcp_policy", "gcp_roles", "gcp_logs", "gcp_insights"))
     if policy or roles or logs or insights:
         if not (policy and roles and logs):
             raise InputError("--gcp-policy, --gcp-roles and --gcp-logs go together", "pass all three, or --gcp-dir DIR")
         found.append(GcpFiles(tuple(policy), tuple(roles), tuple(logs), insight_files=tuple(insights)))
-    projects, table, snapshot = values["gcp_project"], values["bigquery_table"], values["gcp_snapshot"]
     if table and not projects:
         raise InputError("--bigquery-table needs --gcp-project", "the query runs against the live project")
     if snapshot and len(projects) > 1:

@@ -47,6 +47,8 @@ AUDIT_OPTIONS = [
 def sources(values: Mapping[str, Any], common: Any, progress: Progress) -> list[Source]:
     """One tool-layer source per manifest."""
     manifests, extra = values["tools_manifest"], values["tool_traces"]
+    if not manifests and not extra:
+        return []
     if extra and not manifests:
         from auditor.errors import InputError
 

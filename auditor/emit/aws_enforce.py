@@ -26,13 +26,27 @@ MANAGED_LIMIT = 6144  # managed policy document, characters
 
 def compact(actions: Iterable[str], catalog: Catalog) -> list[str]:
     """``actions`` as few patterns as possible that match exactly them among the catalog's actions."""
-    wanted = sorted(set(actions), key=str.lower)
+    # Agents holding the same grant (AdministratorAccess, say) deny the same set: compute it once.
+    key = (id(catalog), frozenset(actions))
+    hit = _COMPACTED.get(key)
+    if hit is None or hit[0] is not catalog:
+        if len(_COMPACTED) >= 256:
+            _COMPACTED.clear()
+        hit = _COMPACTED[key] = (catalog, _compact(key[1], catalog))
+    return list(hit[1])
+
+
+_COMPACTED: dict[tuple[int, frozenset[str]], tuple[Catalog, tuple[str, ...]]] = {}
+
+
+def _compact(actions: frozenset[str], catalog: Catalog) -> tuple[str, ...]:
+    wanted = sorted(actions, key=str.lower)
     by_service: dict[str, list[str]] = {}
     for action in wanted:
         by_service.setdefault(action.split(":", 1)[0].lower(), []).append(action)
     out: list[str] = []
     for service, denied in sorted(by_service.items()):
-        known = sorted((a.lower() for a in catalog.actions_of_service(service)), key=str)
+        known = sorted(a.lower() for a in catalog.actions_of_service(service))
         chosen = {a.lower() for a in denied}
         if not known or not chosen <= set(known):  # outside the catalog: name each one
             out += denied
@@ -40,33 +54,36 @@ def compact(actions: Iterable[str], catalog: Catalog) -> list[str]:
         if len(chosen) == len(known):
             out.append(f"{denied[0].split(':', 1)[0]}:*")
             continue
-        out += _runs(denied, known, chosen)
-    return out
+        out += _runs(denied, known, sorted(chosen))
+    return tuple(out)
 
 
-def _count(names: Sequence[str], prefix: str) -> int:
-    return bisect.bisect_left(names, prefix + "\uffff") - bisect.bisect_left(names, prefix)
+def _span(names: Sequence[str], prefix: str) -> tuple[int, int]:
+    """Where the names starting with ``prefix`` sit in the sorted ``names``."""
+    return bisect.bisect_left(names, prefix), bisect.bisect_left(names, prefix + "\uffff")
 
 
-def _runs(denied: list[str], known: list[str], chosen: set[str]) -> list[str]:
+def _runs(denied: list[str], known: list[str], mine: list[str]) -> list[str]:
     """Per denied action the shortest prefix whose catalog actions are all denied."""
-    mine = sorted(chosen)
     patterns: list[str] = []
-    covered: set[str] = set()
+    covered_to = 0  # ``mine[:covered_to]`` is matched by the patterns so far (both in sorted order)
     for action in denied:
         lower = action.lower()
-        if lower in covered:
+        position = bisect.bisect_left(mine, lower)
+        if position < covered_to:
             continue
         start = lower.index(":") + 2
         for end in range(start, len(lower)):
             prefix = lower[:end]
-            if _count(known, prefix) == _count(mine, prefix):  # every catalog action with it is denied
+            first, last = _span(mine, prefix)
+            known_first, known_last = _span(known, prefix)
+            if known_last - known_first == last - first:  # every catalog action with it is denied
                 patterns.append(action[:end] + "*")
-                covered.update(a for a in mine if a.startswith(prefix))
+                covered_to = last
                 break
         else:  # no prefix is exact (longer names share it): the action itself
             patterns.append(action)
-            covered.add(lower)
+            covered_to = position + 1
     return patterns
 
 
@@ -79,14 +96,21 @@ def _size(document: dict[str, Any]) -> int:
 
 
 def _chunks(patterns: list[str], document: Callable[[list[str]], dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    """Documents of at most ``limit`` characters each, holding the patterns in order."""
+    """Documents of at most ``limit`` characters each, holding the patterns in order.
+
+    A document's size is that of its empty form plus each pattern's JSON string and a comma.
+    """
+    empty = _size(document([]))
     documents: list[dict[str, Any]] = []
     current: list[str] = []
+    size = empty
     for pattern in patterns:
-        if current and _size(document([*current, pattern])) > limit:
+        grows = len(json.dumps(pattern)) + (1 if current else 0)
+        if current and size + grows > limit:
             documents.append(document(current))
-            current = []
+            current, size, grows = [], empty, grows - 1
         current.append(pattern)
+        size += grows
     return [*documents, document(current)] if current else documents
 
 
