@@ -48,7 +48,20 @@ KEY_QUALIFIERS = frozenset(
     | {"client", "shared", "subscription", "storage", "license", "webhook", "primary", "secondary", "sas"}
 )
 
-_VALUE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+_NAME_PART = (
+    r"password|passwd|pwd|passphrase|secret|token|accountkey|sharedaccesskey|sharedaccesssignature|"
+    r"api[_-]?key|access[_-]?key|private[_-]?key|credential|\bsig\b"
+)
+
+
+def _keep_quotes(match: re.Match[str]) -> str:
+    """The name and separator as they were; the value redacted inside its quotes, if any."""
+    value = match.group(2)
+    quote = value[0] if value[:1] in ("'", '"') else ""
+    return f"{match.group(1)}{quote}{REDACTED}{quote}"
+
+
+_VALUE_PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
     # PEM private keys, also cut short (no END line).
     (
         re.compile(
@@ -60,14 +73,20 @@ _VALUE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),  # JWT
     # scheme://user:password@host
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/?#@\s]*):[^@/\s]+@"), rf"\1:{REDACTED}@"),
-    # password=...; AccountKey=...; SharedAccessSignature=... in connection / query strings
+    # password=...; AccountKey=...; "client_secret": "..."; aws_secret_access_key VALUE; --password VALUE
     (
         re.compile(
-            r"(?i)\b(password|pwd|passwd|secret|token|accountkey|sharedaccesskey|sharedaccesssignature|"
-            r"api[_-]?key|access[_-]?key|client[_-]?secret|sig)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^;&\s,]+)"
+            rf"(?i)(?<![\w.-])([\w.-]*?(?:{_NAME_PART})[\w.-]*[\"']?\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^;&\s,\"']+)"
         ),
-        rf"\1\2{REDACTED}",
+        _keep_quotes,
     ),
+    (
+        re.compile(
+            rf"(?i)(?<![\w.-])((?:--?[\w-]*?|\w*_)(?:{_NAME_PART})[\w-]*\s+)(?![-=:\[])(\"[^\"]*\"|'[^']*'|[^;&\s,]+)"
+        ),
+        _keep_quotes,
+    ),
+    (re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{86}=="), REDACTED),  # an Azure storage account key
     # Well-known token shapes: GitHub, Slack, OpenAI/Anthropic/Stripe-style, Google API keys.
     (
         re.compile(
