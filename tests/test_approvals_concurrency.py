@@ -16,7 +16,7 @@ from approvals_support import submit
 from auditor.approvals import open_queue
 
 WORKER = str(Path(__file__).parent / "approvals_worker.py")
-AGENTS, PER_AGENT = 4, 5
+AGENTS, PER_AGENT = 3, 4
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:
@@ -37,7 +37,9 @@ def test_agents_approvers_and_the_cli_decide_every_request_exactly_once(queue_ur
     approvers = [spawn("approver", queue_url, f"bot-{n}", str(total)) for n in range(2)]
     submitted: set[str] = set()
     cli_runs: dict[str, list[subprocess.Popen[str]]] = {}
+    deadline = time.monotonic() + 120
     while len(submitted) < total:  # the CLI races for every request as soon as it is listed
+        assert time.monotonic() < deadline and all(a.poll() in (None, 0) for a in agents), "an agent died"
         time.sleep(0.02)
         for request in queue.list(None):
             if request.id not in submitted:
