@@ -35,6 +35,8 @@ from auditor.connectors.base import (
 )
 from auditor.selection import AgentSelector
 
+pytest_plugins = ["approvals_support"]  # the approval-queue fixtures (a queue per backend, a PostgreSQL server)
+
 RULES = ruleset.load()
 END = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 

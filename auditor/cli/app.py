@@ -24,6 +24,7 @@ os.environ.setdefault("TYPER_USE_RICH", "1" if len(sys.argv) < 2 or {"--help", "
 import typer
 
 from auditor import __version__
+from auditor.cli import approvals as approvals_command
 from auditor.cli import audit as audit_command
 from auditor.cli.options import FailOn, command, interruptible
 from auditor.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, AuditorError
@@ -39,6 +40,7 @@ collect_app = typer.Typer(
     help="Collect a snapshot straight from a cloud's APIs; audit it later with `auditor audit --aws-dir DIR`.",
 )
 app.add_typer(collect_app, name="collect")
+app.add_typer(approvals_command.app, name="approvals")
 
 
 def provider_modules() -> list[ModuleType]:
