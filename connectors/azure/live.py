@@ -224,7 +224,7 @@ class AzureCollector:
         return window.start, window.end
 
     def collect(self, out: Path) -> Path:
-        now = (self.now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+        now = (self.now or utc_now()).astimezone(UTC).replace(microsecond=0)
         start, end = self._window(now)
         if self.options.workspace is not None:
             check_workspace(self.options.workspace)
@@ -299,6 +299,10 @@ class AzureCollector:
             return None
         write_json(out / "service-principals.json", principals, indent=True)
         return len(principals)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _arm_time(when: datetime) -> str:
