@@ -91,6 +91,7 @@ class FakeAzure:
         default_factory=lambda: [arm_definition(d) for d in _json("role-definitions.json")]
     )
     unlisted_definitions: set[str] = field(default_factory=set)  # GUIDs only get_by_id answers
+    hide_inherited: bool = False  # the subscription's list omits assignments above it
     operations: list[dict[str, Any]] = field(default_factory=lambda: _json("provider-operations.json"))
     principals: list[dict[str, Any]] = field(default_factory=lambda: _json("service-principals.json"))
     groups: dict[str, list[dict[str, Any]]] = field(
@@ -173,7 +174,14 @@ class FakeAzure:
     # -- ARM -------------------------------------------------------------------------------------
 
     def _assignments(self, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        return 200, self._page(self.assignments, path, query)
+        scope = path.split("/providers/Microsoft.Authorization/", 1)[0]
+        if scope.startswith("/providers/Microsoft.Management/managementGroups/"):
+            if query.get("$filter") != "atScope()":
+                return 400, arm_error("BadRequest", "management group scope needs $filter=atScope()")
+            above = [a for a in self.assignments if scope.lower().startswith(a["properties"]["scope"].lower())]
+            return 200, self._page(above, path, query)
+        below = [a for a in self.assignments if a["properties"]["scope"].lower().startswith(scope.lower())]
+        return 200, self._page(below if self.hide_inherited else self.assignments, path, query)
 
     def _definitions(self, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
         listed = [d for d in self.definitions if d["name"] not in self.unlisted_definitions]

@@ -56,7 +56,7 @@ def test_the_collector_role_allows_exactly_what_the_collector_calls(tmp_path: Pa
         transport = Transport(StaticToken(), Endpoints.single(served.url), served.ca_file, backoff=0.01)
         until, now = datetime(2026, 11, 20, 12, tzinfo=UTC), datetime(2026, 11, 21, tzinfo=UTC)
         for name, workspace in (("logs", None), ("workspace", WORKSPACE)):
-            options = CollectOptions(SUB, 30, until, workspace)
+            options = CollectOptions(SUB, 30, until, workspace, management_group="mg-agents")
             AzureCollector(options, transport, now=now).collect(tmp_path / name)
     allowed = any_glob_regex(ROLE["Actions"])
     needed: set[str] = set()

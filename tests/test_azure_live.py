@@ -204,3 +204,19 @@ def test_day_ranges_cover_the_window_without_gaps() -> None:
     ranges = day_ranges(start, end)
     assert ranges[0][0] == start and ranges[-1][1] == end and len(ranges) == 31
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+
+
+def test_a_management_group_adds_the_assignments_made_there(tmp_path: Path) -> None:
+    fake = FakeAzure(hide_inherited=True)  # a subscription list without the assignments above it
+    with serve(fake, tmp_path) as served:
+        alone = _collect(served.url, served.ca_file, tmp_path / "alone")
+        grouped = _collect(served.url, served.ca_file, tmp_path / "grouped", management_group="mg-agents")
+    atscope = [q for m, p, q in fake.requests if p.startswith("/providers/Microsoft.Management/managementGroups/")]
+    assert atscope and any(q.get("$filter") == "atScope()" for q in atscope)
+
+    def sources(snapshot: Path) -> set[str]:
+        return set(audit(AzureFiles.from_dir(snapshot), now=NOW).data.grants["source"])
+
+    inherited = "Reader at management group mg-agents (inherited)"
+    assert inherited not in sources(alone) and inherited in sources(grouped)
+    assert json.loads((grouped / "manifest.json").read_text())["management_group"] == "mg-agents"

@@ -89,6 +89,7 @@ def collect_snapshot(
     endpoint: str | None = None,
     ca_bundle: Path | None = None,
     credential: Any = None,
+    management_group: str | None = None,
 ) -> Path:
     """Collect one subscription into ``out`` (``endpoint``: every call to a test server, with a
     placeholder token)."""
@@ -98,7 +99,7 @@ def collect_snapshot(
     if credential is None:
         credential = StaticToken() if endpoint else default_credential()
     transport = Transport(credential, Endpoints.single(endpoint) if endpoint else Endpoints(), ca_bundle)
-    options = CollectOptions(subscription.lower(), days, until, workspace)
+    options = CollectOptions(subscription.lower(), days, until, workspace, management_group)
     return AzureCollector(options, transport, progress).collect(out)
 
 
@@ -116,6 +117,10 @@ def collect_azure(
             "listing the Activity Log."
         ),
     ] = None,
+    management_group: Annotated[
+        str | None,
+        typer.Option(help="Also read the role assignments and custom roles made at this management group (its id)."),
+    ] = None,
     endpoint: Annotated[
         str | None,
         typer.Option(hidden=True, help="Send every Azure call here with a placeholder token (test servers)."),
@@ -126,7 +131,15 @@ def collect_azure(
 ) -> None:
     """Collect an Azure subscription's role assignments, definitions and Activity Log into a snapshot folder."""
     folder = collect_snapshot(
-        subscription, out, days, parse_until(until), workspace, tty_progress(), endpoint, ca_bundle
+        subscription,
+        out,
+        days,
+        parse_until(until),
+        workspace,
+        tty_progress(),
+        endpoint,
+        ca_bundle,
+        management_group=management_group,
     )
     typer.echo(
         f"wrote snapshot of /subscriptions/{subscription.lower()} to {folder} (audit it with --azure-dir {folder})"

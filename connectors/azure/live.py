@@ -55,6 +55,7 @@ class CollectOptions:
     days: int = 30
     until: datetime | None = None
     workspace: str | None = None  # Log Analytics workspace id: aggregate AzureActivity there instead
+    management_group: str | None = None  # also read the assignments and definitions made at this group
     graph: bool = True  # read principals and group members from Microsoft Graph
     records_per_file: int = 100_000
 
@@ -111,13 +112,35 @@ class AzureCollector:
 
     # -- RBAC -------------------------------------------------------------------------------------
 
+    @property
+    def group_scope(self) -> str | None:
+        group = self.options.management_group
+        return f"/providers/Microsoft.Management/managementGroups/{group}" if group else None
+
     def _assignments(self, client: Any) -> list[dict[str, Any]]:
         need = Need("Microsoft.Authorization/roleAssignments/read", self.scope)
-        return self.caller.call(need, lambda: [_serialized(a) for a in client.role_assignments.list_for_subscription()])
+        found = self.caller.call(
+            need, lambda: [_serialized(a) for a in client.role_assignments.list_for_subscription()]
+        )
+        group = self.group_scope
+        if group is not None:  # at and above the management group (inherited by the subscription)
+            above = self.caller.call(
+                Need("Microsoft.Authorization/roleAssignments/read", group),
+                lambda: [_serialized(a) for a in client.role_assignments.list_for_scope(group, filter="atScope()")],
+            )
+            found += _new(found, above)
+        return found
 
     def _definitions(self, client: Any, assignments: list[dict[str, Any]]) -> list[dict[str, Any]]:
         need = Need("Microsoft.Authorization/roleDefinitions/read", self.scope)
         found = self.caller.call(need, lambda: [_serialized(d) for d in client.role_definitions.list(self.scope)])
+        group = self.group_scope
+        if group is not None:  # custom roles defined at the management group
+            at_group = self.caller.call(
+                Need("Microsoft.Authorization/roleDefinitions/read", group),
+                lambda: [_serialized(d) for d in client.role_definitions.list(group)],
+            )
+            found += _new(found, at_group)
         have = {str(d.get("name", "")).lower() for d in found}
         referenced = {
             guid_of(str(a["properties"]["roleDefinitionId"])): str(a["properties"]["roleDefinitionId"])
@@ -253,6 +276,7 @@ class AzureCollector:
             "format": SNAPSHOT_FORMAT,
             "tool": f"auditor {__version__}",
             "subscription": self.options.subscription.lower(),
+            "management_group": self.options.management_group,
             "collected_at": iso_utc(now),
             "window": {"start": iso_utc(start), "end": iso_utc(end)},
             "counts": {
@@ -299,6 +323,12 @@ class AzureCollector:
             return None
         write_json(out / "service-principals.json", principals, indent=True)
         return len(principals)
+
+
+def _new(have: list[dict[str, Any]], more: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``more``'s entries whose ARM id is not in ``have``."""
+    ids = {str(item.get("id", "")).lower() for item in have}
+    return [item for item in more if str(item.get("id", "")).lower() not in ids]
 
 
 def utc_now() -> datetime:
