@@ -220,3 +220,28 @@ def test_a_management_group_adds_the_assignments_made_there(tmp_path: Path) -> N
     inherited = "Reader at management group mg-agents (inherited)"
     assert inherited not in sources(alone) and inherited in sources(grouped)
     assert json.loads((grouped / "manifest.json").read_text())["management_group"] == "mg-agents"
+
+
+class _NoCredential:
+    """What DefaultAzureCredential raises when no source works."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        raise ClientAuthenticationError(
+            "DefaultAzureCredential failed to retrieve a token from the included credentials.\nAttempted ..."
+        )
+
+
+def test_missing_credentials_are_one_line_before_anything_is_sent(tmp_path: Path) -> None:
+    fake = FakeAzure()
+    with serve(fake, tmp_path) as served, pytest.raises(ConnectorError) as caught:
+        transport = Transport(_NoCredential(), Endpoints.single(served.url), served.ca_file)
+        AzureCollector(CollectOptions(SUB, 30, UNTIL), transport, now=NOW).collect(tmp_path / "snap")
+    line = caught.value.one_line()
+    assert line.startswith("no usable Azure credentials (DefaultAzureCredential failed") and "\n" not in line
+    assert "az login" in line and fake.requests == []
+    manifest = json.loads((tmp_path / "snap" / "manifest.json").read_text())
+    assert manifest["complete"] is False  # an interrupted snapshot is refused by the audit
+    with pytest.raises(InputError, match="did not finish"):
+        AzureFiles.from_dir(tmp_path / "snap")

@@ -88,6 +88,10 @@ class AzureFiles:
             raise InputError(
                 f"{root}: not a directory", "pass the folder holding role-assignments.json and activity-log/"
             )
+        manifest_path = root / "manifest.json"
+        manifest = load_json(manifest_path, "an auditor snapshot manifest") if manifest_path.is_file() else None
+        if isinstance(manifest, dict):
+            require_complete(manifest, manifest_path, "auditor collect azure")
         required = (
             ("role-assignments*.json", ASSIGNMENTS_HINT),
             ("role-definitions*.json", DEFINITIONS_HINT),
@@ -103,10 +107,6 @@ class AzureFiles:
         aggregates = tuple(sorted(root.glob("log-analytics-usage*.json")))
         if not logs and not aggregates:
             raise InputError(f"{root}: no activity-log/ folder (nor log-analytics-usage.json)", LOGS_HINT)
-        manifest_path = root / "manifest.json"
-        manifest = load_json(manifest_path, "an auditor snapshot manifest") if manifest_path.is_file() else None
-        if isinstance(manifest, dict):
-            require_complete(manifest, manifest_path, "auditor collect azure")
         return cls(
             *found,
             logs,
