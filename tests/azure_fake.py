@@ -97,6 +97,7 @@ class FakeAzure:
     groups: dict[str, list[dict[str, Any]]] = field(
         default_factory=lambda: {p.stem: json.loads(p.read_text()) for p in (FIXTURE / "group-members").glob("*.json")}
     )
+    arm_tags: dict[str, dict[str, str]] = field(default_factory=dict)  # managed identity object id -> ARM tags
     page_size: int = 4
     throttle: dict[str, int] = field(default_factory=dict)  # route -> 429 answers left
     retry_after: str = "1"
@@ -117,6 +118,10 @@ class FakeAzure:
             return "graph.principals"
         if lowered.startswith("/v1.0/groups/"):
             return "graph.members"
+        if lowered.endswith("/providers/microsoft.managedidentity/userassignedidentities"):
+            return "identities"
+        if lowered.startswith("/subscriptions/") and lowered.endswith("/resources"):
+            return "resources"
         if lowered.endswith("/providers/microsoft.authorization/roleassignments"):
             return "assignments"
         if lowered.endswith("/providers/microsoft.authorization/roledefinitions"):
@@ -204,6 +209,64 @@ class FakeAzure:
         low, high = bounds
         found = [e for e in self.events if low <= _instant(e["eventTimestamp"]) <= high]
         return 200, self._page(found, path, query)
+
+    def _managed(self, explicit: bool) -> list[dict[str, Any]]:
+        """The fixture's managed identities and the resource each one's ``alternativeNames`` names."""
+        found = []
+        for p in self.principals:
+            names = p.get("alternativeNames") or []
+            if p.get("servicePrincipalType") != "ManagedIdentity" or (f"isExplicit={explicit}" not in names):
+                continue
+            resource = next(n for n in names if n.startswith("/subscriptions/"))
+            found.append((p, resource))
+        return found
+
+    def _resources(self, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        items = [
+            {
+                "id": resource,
+                "name": resource.rsplit("/", 1)[-1],
+                "type": "/".join(resource.split("/providers/", 1)[1].split("/")[:2]),
+                "location": "westeurope",
+                "tags": self.arm_tags.get(p["id"], {}),
+                "identity": {
+                    "principalId": p["id"],
+                    "tenantId": "72f988bf-0000-4000-8000-00000000beef",
+                    "type": "SystemAssigned",
+                },
+            }
+            for p, resource in self._managed(False)
+        ]
+        storage = (
+            f"/subscriptions/{SUB}/resourceGroups/rg-agents/providers/Microsoft.Storage/storageAccounts/stagentreports"
+        )
+        items.append(
+            {
+                "id": storage,
+                "name": "stagentreports",
+                "type": "Microsoft.Storage/storageAccounts",
+                "tags": {"agent": "true"},
+            }
+        )
+        return 200, self._page(items, path, query)
+
+    def _identities(self, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        items = [
+            {
+                "id": resource,
+                "name": resource.rsplit("/", 1)[-1],
+                "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+                "location": "westeurope",
+                "tags": self.arm_tags.get(p["id"], {}),
+                "properties": {
+                    "principalId": p["id"],
+                    "clientId": p["appId"],
+                    "tenantId": "72f988bf-0000-4000-8000-00000000beef",
+                },
+            }
+            for p, resource in self._managed(True)
+        ]
+        return 200, self._page(items, path, query)
 
     # -- Graph -----------------------------------------------------------------------------------
 

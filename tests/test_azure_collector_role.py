@@ -27,9 +27,11 @@ QUERY_ACTIONS = (
 
 def arm_operation(method: str, path: str) -> str:
     """The RBAC operation an ARM request checks: the resource provider namespace after the last
-    ``/providers/``, the resource types (every other segment; names in between), and the verb."""
-    tail = re.split(r"/providers/", path, flags=re.IGNORECASE)[-1].strip("/").split("/")
-    namespace, segments = tail[0], tail[1:]
+    ``/providers/`` (``Microsoft.Resources`` without one), the resource types (every other segment;
+    names in between), and the verb."""
+    parts = re.split(r"/providers/", path, flags=re.IGNORECASE)
+    tail = parts[-1].strip("/").split("/")
+    namespace, segments = (tail[0], tail[1:]) if len(parts) > 1 else ("Microsoft.Resources", tail)
     types = segments[0::2]
     verb = {"GET": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}.get(method, "action")
     return "/".join([namespace, *types, verb])

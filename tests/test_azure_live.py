@@ -245,3 +245,16 @@ def test_missing_credentials_are_one_line_before_anything_is_sent(tmp_path: Path
     assert manifest["complete"] is False  # an interrupted snapshot is refused by the audit
     with pytest.raises(InputError, match="did not finish"):
         AzureFiles.from_dir(tmp_path / "snap")
+
+
+def test_arm_tags_of_managed_identities_select_agents_without_graph(tmp_path: Path) -> None:
+    principals = {p["displayName"]: p["id"] for p in json.loads((FIXTURE / "service-principals.json").read_text())}
+    tagged = {principals["func-triage"]: {"agent": "true"}, principals["uami-deploy-agent"]: {"Agent": "yes"}}
+    fake = FakeAzure(arm_tags=tagged, denied={"graph.principals": "-", "graph.members": "-"})
+    with serve(fake, tmp_path) as served:
+        snapshot = _collect(served.url, served.ca_file, tmp_path / "snap")
+    written = json.loads((snapshot / "managed-identities.json").read_text())
+    assert len(written) == 2  # the site's system-assigned identity and the user-assigned one, not the storage account
+    result = audit(AzureFiles.from_dir(snapshot), now=NOW)
+    selected = dict(result.data.identities.filter(pl.col("is_agent")).select("identity", "selected_by").iter_rows())
+    assert selected == {principals["func-triage"]: "tag agent=true", principals["uami-deploy-agent"]: "tag Agent=yes"}

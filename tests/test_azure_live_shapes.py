@@ -54,3 +54,32 @@ def test_serialized_assignments_and_definitions_read_like_the_az_exports(tmp_pat
     assert not gaps and {g: (d.role_name, d.custom, d.permissions) for g, d in got.items()} == {
         g: (d.role_name, d.custom, d.permissions) for g, d in expected.items()
     }
+
+
+def test_arm_tags_belong_to_the_identity_a_resource_carries(tmp_path: Path) -> None:
+    site_mi, uami, other = "11111111-0000-0000-0000-000000000001", "22222222-0000-0000-0000-000000000002", "3" * 32
+    resources = [
+        {  # az resource list: a web app with its system-assigned identity and a user-assigned one attached
+            "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/app",
+            "type": "Microsoft.Web/sites",
+            "tags": {"agent": "true"},
+            "identity": {
+                "principalId": site_mi.upper(),
+                "type": "SystemAssigned, UserAssigned",
+                "userAssignedIdentities": {"/subscriptions/s/.../uami": {"principalId": other}},
+            },
+        },
+        {  # az identity list (flattened)
+            "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u",
+            "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+            "principalId": uami,
+            "tags": {"team": "ml"},
+        },
+        {"id": "/subscriptions/s/x", "type": "Microsoft.Storage/storageAccounts", "tags": {"agent": "true"}},
+        {"id": "/subscriptions/s/y", "type": "Microsoft.Web/sites", "tags": None, "identity": {"principalId": other}},
+    ]
+    (tmp_path / "managed-identities.json").write_text(json.dumps(resources))
+    assert rbac.load_resource_tags([tmp_path / "managed-identities.json"]) == {
+        site_mi: (("agent", "true"),),
+        uami: (("team", "ml"),),
+    }

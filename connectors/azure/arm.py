@@ -155,6 +155,48 @@ class Caller:
             return None
 
 
+class RestClient:
+    """Plain REST calls on the azure-core pipeline (bearer token for ``scope``, the shared retries),
+    for the few reads no installed SDK covers (Microsoft Graph, ARM resource lists)."""
+
+    def __init__(self, transport: Transport, base: str, scope: str) -> None:
+        from azure.core import PipelineClient
+        from azure.core.pipeline.policies import BearerTokenCredentialPolicy, HeadersPolicy, UserAgentPolicy
+
+        options = transport.client_options()
+        self.base = base.rstrip("/")
+        self._client = PipelineClient(
+            self.base,
+            policies=[
+                HeadersPolicy({"Accept": "application/json"}),
+                UserAgentPolicy("auditor"),
+                options.pop("retry_policy"),
+                BearerTokenCredentialPolicy(transport.credential, scope),
+            ],
+            **options,
+        )
+
+    def send(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
+        from azure.core.exceptions import HttpResponseError
+        from azure.core.rest import HttpRequest
+
+        response = self._client.send_request(HttpRequest(method, url, json=body))
+        if response.status_code >= 400:
+            raise HttpResponseError(response=response)
+        document = response.json()
+        return document if isinstance(document, dict) else {}
+
+    def pages(self, url: str, link: str = "nextLink") -> list[dict[str, Any]]:
+        """Every ``value`` item of a paged list, following ``link`` (absolute URLs) to the end."""
+        found: list[dict[str, Any]] = []
+        next_url: str | None = url
+        while next_url:
+            page = self.send("GET", next_url)
+            found += [item for item in page.get("value") or [] if isinstance(item, dict)]
+            next_url = page.get(link)
+        return found
+
+
 class StaticToken:
     """A credential for test servers (``--endpoint``): a fixed bearer token, so real tokens are never
     sent anywhere but Azure."""

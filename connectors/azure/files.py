@@ -7,6 +7,7 @@ A snapshot directory::
     role-definitions.json        az role definition list -o json          (built-in + custom: the catalog)
     provider-operations.json     az provider operation list -o json       (expands wildcards, tells dataActions)
     service-principals.json      optional: az ad sp list --all -o json    (names, tags, managed identities)
+    managed-identities.json      optional: ARM resources carrying managed identities (their ARM tags)
     group-members/<GROUP>.json   optional: az ad group member list --group GROUP -o json
     activity-log/**              az monitor activity-log list -o json, diagnostic-settings exports
                                  ({"records": [...]} or NDJSON) and/or an AzureActivity table export
@@ -40,6 +41,7 @@ from auditor.connectors.azure.rbac import (
     load_definitions,
     load_group_members,
     load_operations,
+    load_resource_tags,
     load_service_principals,
 )
 from auditor.connectors.azure.rules import AzureRules
@@ -76,6 +78,7 @@ class AzureFiles:
     manifest: dict[str, Any] | None = None
     subscription: str | None = None
     aggregate_files: tuple[Path, ...] = ()
+    tag_files: tuple[Path, ...] = ()
     provider: str = "azure"
     name: str = "azure-files"
     _state: _Read | None = field(default=None, repr=False)
@@ -114,6 +117,7 @@ class AzureFiles:
             tuple(sorted((root / "group-members").glob("*.json"))),
             manifest if isinstance(manifest, dict) else None,
             aggregate_files=aggregates,
+            tag_files=tuple(sorted(root.glob("managed-identities*.json"))),
         )
 
     # -- the questions ------------------------------------------------------------------------
@@ -135,6 +139,7 @@ class AzureFiles:
             load_group_members(self.group_files),
             selector,
             azure_rules,
+            load_resource_tags(self.tag_files),
         )
         manifest_gaps = [
             model.gap("azure", subscription, str(g.get("scope", "")), str(g.get("reason", "")), "warning")

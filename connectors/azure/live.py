@@ -33,7 +33,7 @@ import orjson
 
 from auditor import __version__
 from auditor.connectors.azure import graph
-from auditor.connectors.azure.arm import Caller, Need, Transport
+from auditor.connectors.azure.arm import Caller, Need, RestClient, Transport
 from auditor.connectors.azure.log_analytics import FORMAT as AGGREGATE_FORMAT
 from auditor.connectors.azure.log_analytics import aggregation_query, check_workspace, run_aggregation
 from auditor.connectors.azure.rbac import guid_of
@@ -47,6 +47,9 @@ SNAPSHOT_FORMAT = "auditor.azure-snapshot/v1"
 #: How far back the Activity Log API answers.
 RETENTION_DAYS = 90
 ACTIVITY_FILTER = "eventTimestamp ge '{start}' and eventTimestamp le '{end}'"
+ARM_SCOPE = "https://management.azure.com/.default"
+RESOURCES_API = "2021-04-01"
+IDENTITIES_API = "2023-01-31"
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,7 @@ class AzureCollector:
         write_json(out / "provider-operations.json", operations, indent=True)
         self.progress("provider operations", 3, 3)
         principals = self._principals(out, assignments) if self.options.graph else None
+        identities = self._managed_identities(out)
         usage = (
             self._log_analytics(out, start, end)
             if self.options.workspace is not None
@@ -284,12 +288,41 @@ class AzureCollector:
                 "role_definitions": len(definitions),
                 "providers": len(operations),
                 "principals": principals,
+                "managed_identities": identities,
             },
             "usage": usage,
             "gaps": self.gaps,
         }
         write_json(out / "manifest.json", {**manifest, "complete": True}, indent=True)
         return out
+
+    def _managed_identities(self, out: Path) -> int | None:
+        """ARM resources carrying a system-assigned identity, and the user-assigned identities: their
+        ARM tags select agents like Graph tags do (optional: a refusal is a gap)."""
+        rest = RestClient(self.transport, self.transport.endpoints.arm, ARM_SCOPE)
+        base = f"{rest.base}{self.scope}"
+        resources = self.caller.optional(
+            Need("Microsoft.Resources/subscriptions/resources/read", self.scope),
+            lambda: rest.pages(f"{base}/resources?api-version={RESOURCES_API}"),
+            self.gaps,
+            "resources with system-assigned identities (their ARM tags)",
+        )
+        identities = self.caller.optional(
+            Need("Microsoft.ManagedIdentity/userAssignedIdentities/read", self.scope),
+            lambda: rest.pages(
+                f"{base}/providers/Microsoft.ManagedIdentity/userAssignedIdentities?api-version={IDENTITIES_API}"
+            ),
+            self.gaps,
+            "user-assigned managed identities (their ARM tags)",
+        )
+        if resources is None and identities is None:
+            return None
+        carrying = [
+            r for r in resources or [] if isinstance(r.get("identity"), dict) and r["identity"].get("principalId")
+        ]
+        found = carrying + _new(carrying, identities or [])
+        write_json(out / "managed-identities.json", found, indent=True)
+        return len(found)
 
     def _principals(self, out: Path, assignments: Iterable[dict[str, Any]]) -> int | None:
         """Service principals the assignments name, and the members of assigned groups (Graph)."""
