@@ -1,14 +1,15 @@
-"""Azure on the command line: the ``auditor audit`` Azure options."""
+"""Azure on the command line: the ``auditor audit`` Azure options and ``auditor collect azure``."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from auditor.cli.options import Option
+from auditor.cli.options import Option, interruptible, parse_until, tty_progress
 from auditor.connectors.azure.files import AzureFiles
 from auditor.connectors.base import Progress, Source
 from auditor.errors import InputError
@@ -78,5 +79,72 @@ def sources(values: Mapping[str, Any], common: Any, progress: Progress) -> list[
     return found
 
 
+def collect_snapshot(
+    subscription: str,
+    out: Path,
+    days: int,
+    until: datetime | None,
+    workspace: str | None,
+    progress: Progress,
+    endpoint: str | None = None,
+    ca_bundle: Path | None = None,
+    credential: Any = None,
+    management_group: str | None = None,
+) -> Path:
+    """Collect one subscription into ``out`` (``endpoint``: every call to a test server, with a
+    placeholder token)."""
+    from auditor.connectors.azure.arm import Endpoints, StaticToken, Transport, default_credential
+    from auditor.connectors.azure.live import AzureCollector, CollectOptions
+
+    if credential is None:
+        credential = StaticToken() if endpoint else default_credential()
+    transport = Transport(credential, Endpoints.single(endpoint) if endpoint else Endpoints(), ca_bundle)
+    options = CollectOptions(subscription.lower(), days, until, workspace, management_group)
+    return AzureCollector(options, transport, progress).collect(out)
+
+
+def collect_azure(
+    subscription: Annotated[
+        str, typer.Option(help="Subscription ID to collect from (read-only calls, DefaultAzureCredential).")
+    ],
+    out: Annotated[Path, typer.Option(help="New folder for the snapshot (audit it with --azure-dir).")],
+    days: Annotated[int, typer.Option(min=1, max=400, help="Days of Activity Log to collect (at most 90).")] = 30,
+    until: Annotated[str | None, typer.Option(help="Window end (ISO-8601). Default: now.")] = None,
+    workspace: Annotated[
+        str | None,
+        typer.Option(
+            help="Aggregate the AzureActivity table of this Log Analytics workspace (its id) instead of "
+            "listing the Activity Log."
+        ),
+    ] = None,
+    management_group: Annotated[
+        str | None,
+        typer.Option(help="Also read the role assignments and custom roles made at this management group (its id)."),
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(hidden=True, help="Send every Azure call here with a placeholder token (test servers)."),
+    ] = None,
+    ca_bundle: Annotated[
+        Path | None, typer.Option(hidden=True, help="Trust this CA bundle (PEM) for --endpoint.")
+    ] = None,
+) -> None:
+    """Collect an Azure subscription's role assignments, definitions and Activity Log into a snapshot folder."""
+    folder = collect_snapshot(
+        subscription,
+        out,
+        days,
+        parse_until(until),
+        workspace,
+        tty_progress(),
+        endpoint,
+        ca_bundle,
+        management_group=management_group,
+    )
+    typer.echo(
+        f"wrote snapshot of /subscriptions/{subscription.lower()} to {folder} (audit it with --azure-dir {folder})"
+    )
+
+
 def register(app: typer.Typer, collect: typer.Typer) -> None:
-    """Azure adds options to `auditor audit` only."""
+    collect.command("azure")(interruptible(collect_azure))

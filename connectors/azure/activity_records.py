@@ -151,8 +151,20 @@ def normalize(record: Mapping[str, Any]) -> Record:
         _subscription(record, scope),
         operation_id,
         _value(_first(record, "eventDataId", "event_data_id", "EventDataId", "id")),
-        _value(_first(record, "category", "CategoryValue", "Category")),
+        _category(record, properties),
     )
+
+
+#: What diagnostic-settings exports write as ``category``: the operation type of an Administrative
+#: record (its category proper is ``properties.eventCategory``, "Administrative" when absent).
+_OPERATION_TYPES = frozenset({"write", "delete", "action"})
+
+
+def _category(record: Mapping[str, Any], properties: Mapping[str, Any]) -> str | None:
+    category = _value(properties.get("eventCategory")) or _value(
+        _first(record, "category", "CategoryValue", "Category")
+    )
+    return "Administrative" if category and category.lower() in _OPERATION_TYPES else category
 
 
 def _guid(text: str | None) -> str | None:

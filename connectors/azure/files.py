@@ -7,9 +7,11 @@ A snapshot directory::
     role-definitions.json        az role definition list -o json          (built-in + custom: the catalog)
     provider-operations.json     az provider operation list -o json       (expands wildcards, tells dataActions)
     service-principals.json      optional: az ad sp list --all -o json    (names, tags, managed identities)
+    managed-identities.json      optional: ARM resources carrying managed identities (their ARM tags)
     group-members/<GROUP>.json   optional: az ad group member list --group GROUP -o json
     activity-log/**              az monitor activity-log list -o json, diagnostic-settings exports
                                  ({"records": [...]} or NDJSON) and/or an AzureActivity table export
+    log-analytics-usage.json     the AzureActivity aggregation of auditor collect azure --workspace
     manifest.json                written by auditor collect azure
 """
 
@@ -26,7 +28,7 @@ import polars as pl
 
 from auditor import model
 from auditor.catalog import Catalog
-from auditor.connectors.azure import activity_logs
+from auditor.connectors.azure import activity_logs, log_analytics
 from auditor.connectors.azure.grants import DATA_ACTIONS, Operations, build_grants
 from auditor.connectors.azure.rbac import (
     ASSIGNMENTS_HINT,
@@ -39,6 +41,7 @@ from auditor.connectors.azure.rbac import (
     load_definitions,
     load_group_members,
     load_operations,
+    load_resource_tags,
     load_service_principals,
 )
 from auditor.connectors.azure.rules import AzureRules
@@ -50,6 +53,7 @@ from auditor.selection import AgentSelector
 from auditor.timefmt import iso_utc, normalize_iso, parse_iso
 
 LOGS_HINT = "export it with `az monitor activity-log list --offset 30d -o json > activity-log/activity.json`"
+AGGREGATE_WHAT = "log-analytics-usage.json written by `auditor collect azure --workspace`"
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class _Read:
     operations: dict[str, bool]
     definitions: dict[str, RoleDefinition]
     principals: dict[str, ServicePrincipal]
+    aggregates: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -72,6 +77,8 @@ class AzureFiles:
     group_files: tuple[Path, ...] = ()
     manifest: dict[str, Any] | None = None
     subscription: str | None = None
+    aggregate_files: tuple[Path, ...] = ()
+    tag_files: tuple[Path, ...] = ()
     provider: str = "azure"
     name: str = "azure-files"
     _state: _Read | None = field(default=None, repr=False)
@@ -84,6 +91,10 @@ class AzureFiles:
             raise InputError(
                 f"{root}: not a directory", "pass the folder holding role-assignments.json and activity-log/"
             )
+        manifest_path = root / "manifest.json"
+        manifest = load_json(manifest_path, "an auditor snapshot manifest") if manifest_path.is_file() else None
+        if isinstance(manifest, dict):
+            require_complete(manifest, manifest_path, "auditor collect azure")
         required = (
             ("role-assignments*.json", ASSIGNMENTS_HINT),
             ("role-definitions*.json", DEFINITIONS_HINT),
@@ -96,18 +107,17 @@ class AzureFiles:
                 raise InputError(f"{root}: no {pattern.replace('*', '')}", hint)
             found.append(files)
         logs = tuple(p for p in (root / "activity-log",) if p.is_dir())
-        if not logs:
-            raise InputError(f"{root}: no activity-log/ folder", LOGS_HINT)
-        manifest_path = root / "manifest.json"
-        manifest = load_json(manifest_path, "an auditor snapshot manifest") if manifest_path.is_file() else None
-        if isinstance(manifest, dict):
-            require_complete(manifest, manifest_path, "auditor collect azure")
+        aggregates = tuple(sorted(root.glob("log-analytics-usage*.json")))
+        if not logs and not aggregates:
+            raise InputError(f"{root}: no activity-log/ folder (nor log-analytics-usage.json)", LOGS_HINT)
         return cls(
             *found,
             logs,
             tuple(sorted(root.glob("service-principals*.json"))),
             tuple(sorted((root / "group-members").glob("*.json"))),
             manifest if isinstance(manifest, dict) else None,
+            aggregate_files=aggregates,
+            tag_files=tuple(sorted(root.glob("managed-identities*.json"))),
         )
 
     # -- the questions ------------------------------------------------------------------------
@@ -119,7 +129,7 @@ class AzureFiles:
         assignments, assignment_gaps = load_assignments(self.assignment_files)
         subscription = self._subscription(assignments)
         principals = load_service_principals(self.principal_files)
-        self._state = _Read(subscription, operations, definitions, principals)
+        self._state = _Read(subscription, operations, definitions, principals, _aggregates(self.aggregate_files))
         found = build_grants(
             subscription,
             assignments,
@@ -129,6 +139,7 @@ class AzureFiles:
             load_group_members(self.group_files),
             selector,
             azure_rules,
+            load_resource_tags(self.tag_files),
         )
         manifest_gaps = [
             model.gap("azure", subscription, str(g.get("scope", "")), str(g.get("reason", "")), "warning")
@@ -161,6 +172,12 @@ class AzureFiles:
         return parse_iso(text) if text else None
 
     def window_end(self, cap: datetime, rules: Rules, workers: int | None) -> WindowEnd:
+        docs = self._read().aggregates
+        if docs:  # aggregated in Log Analytics over a fixed window: it cannot be re-windowed here
+            end = normalize_iso(str((docs[0].get("window") or {}).get("end", "")))
+            if end:
+                where = f"the Log Analytics aggregation window of workspace {docs[0].get('workspace')}"
+                return WindowEnd(min(parse_iso(end), cap), where, fixed=True)
         collected = normalize_iso(str(((self.manifest or {}).get("window") or {}).get("end", "")))
         if collected:
             return WindowEnd(min(parse_iso(collected), cap), "the collected window of the snapshot", fixed=True)
@@ -185,7 +202,11 @@ class AzureFiles:
             self.log_files(), options, request.workers, lambda d, t: progress("Activity Log files", d, t)
         )
         duplicates = partial.drop_duplicates(partial.usage)
-        origin = ", ".join(map(str, self.log_paths))
+        for doc in state.aggregates:
+            aggregated = activity_logs.Partial()
+            log_analytics.fold_rows(doc["rows"], options, aggregated)
+            partial.merge(aggregated)
+        origin = self._origin(state)
         unmapped = [
             {"provider": "azure", "account": s, "identity": i, "event": e, "calls": n, "reason": r}
             for (s, i, e, r), n in sorted(partial.unmapped.items())
@@ -200,13 +221,13 @@ class AzureFiles:
                     for g in (*self._walk_gaps, *partial.gaps)
                 ],
                 model.GAPS,
-            ),
+            ).vstack(model.frame(_window_notes(state.aggregates, request), model.GAPS)),
             logs=(partial.stats("azure", f"Activity Log {origin}", duplicates),),
         )
 
     def inputs(self) -> tuple[str, ...]:
         files = (*self.assignment_files, *self.definition_files, *self.operation_files, *self.log_paths)
-        return tuple(str(p) for p in (*files, *self.principal_files))
+        return tuple(str(p) for p in (*files, *self.aggregate_files, *self.principal_files))
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -216,8 +237,14 @@ class AzureFiles:
 
     def log_files(self) -> list[Path]:
         if self._files is None:
-            self._files, self._walk_gaps = activity_logs.find_log_files(self.log_paths)
+            found = activity_logs.find_log_files(self.log_paths) if self.log_paths else ([], [])
+            self._files, self._walk_gaps = found
         return self._files
+
+    def _origin(self, state: _Read) -> str:
+        origin = ", ".join(map(str, self.log_paths))
+        workspaces = ", ".join(f"Log Analytics workspace {d.get('workspace')}" for d in state.aggregates)
+        return " + ".join(part for part in (workspaces, origin) if part)
 
     def _subscription(self, assignments: Sequence[Assignment]) -> str:
         """The audited subscription: the manifest's or the option's, else the one the assignments name."""
@@ -234,6 +261,35 @@ class AzureFiles:
                 "pass --azure-subscription SUBSCRIPTION_ID",
             )
         return next(iter(counts))
+
+
+def _aggregates(files: Sequence[Path]) -> tuple[dict[str, Any], ...]:
+    docs = []
+    for path in files:
+        doc = load_json(path, AGGREGATE_WHAT)
+        if (
+            not isinstance(doc, dict)
+            or doc.get("format") != log_analytics.FORMAT
+            or not isinstance(doc.get("rows"), list)
+        ):
+            raise InputError(f"{path}: not an auditor Log Analytics usage file (format {log_analytics.FORMAT})")
+        docs.append(doc)
+    return tuple(docs)
+
+
+def _window_notes(docs: Sequence[dict[str, Any]], request: UsageRequest) -> list[dict[str, Any]]:
+    """A warning when the audit window is not the one the aggregation was computed over."""
+    if not docs:
+        return []
+    window = docs[0].get("window") or {}
+    start, end = str(window.get("start", "")), str(window.get("end", ""))
+    if (start, end) == (iso_utc(request.window.start), iso_utc(request.window.end)):
+        return []
+    reason = (
+        f"Log Analytics usage was aggregated over {start} .. {end}, not the audit window: "
+        "--days/--until do not re-window it"
+    )
+    return [model.gap("azure", None, "window", reason, "warning")]
 
 
 def _split(operations: dict[str, bool], rules: AzureRules) -> Operations:

@@ -84,6 +84,7 @@ def build_grants(
     groups: Mapping[str, Sequence[str]],
     selector: AgentSelector,
     rules: AzureRules,
+    resource_tags: Mapping[str, Sequence[tuple[str, str]]] | None = None,
 ) -> GrantSet:
     holders: dict[str, _Holder] = {}
     gaps: list[dict[str, Any]] = []
@@ -128,7 +129,11 @@ def build_grants(
                 "counted (export them with `az role definition list -o json`)",
             )
         )
-    identities = [_identity_row(subscription, h, principals.get(h.object_id), selector) for h in holders.values()]
+    arm_tags = resource_tags or {}
+    identities = [
+        _identity_row(subscription, h, principals.get(h.object_id), selector, arm_tags.get(h.object_id, ()))
+        for h in holders.values()
+    ]
     return GrantSet(
         identities=model.frame(identities, model.IDENTITIES),
         grants=model.frame([r for h in holders.values() for r in h.rows], model.GRANTS),
@@ -189,9 +194,13 @@ def _rows(
 
 
 def _identity_row(
-    subscription: str, holder: _Holder, principal: ServicePrincipal | None, selector: AgentSelector
+    subscription: str,
+    holder: _Holder,
+    principal: ServicePrincipal | None,
+    selector: AgentSelector,
+    arm_tags: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    tags = dict(principal.tags) if principal else {}
+    tags = {**dict(arm_tags), **(dict(principal.tags) if principal else {})}  # Graph tags win
     reason = selector.reason(holder.object_id, holder.name, tags)
     if reason is None and principal and principal.app_id:
         reason = selector.reason(principal.app_id, holder.name, tags)

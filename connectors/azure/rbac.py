@@ -253,6 +253,28 @@ def load_service_principals(paths: Iterable[Path]) -> dict[str, ServicePrincipal
     return found
 
 
+def load_resource_tags(paths: Iterable[Path]) -> dict[str, tuple[tuple[str, str], ...]]:
+    """ARM tags of managed identities: object id (lower-case) -> tags, from ``managed-identities.json``
+    (ARM resources as ``az resource list`` / ``az identity list`` print them). A resource with a
+    system-assigned identity lends it its tags; a user-assigned identity is a resource with its own."""
+    found: dict[str, tuple[tuple[str, str], ...]] = {}
+    hint = 'export them with `az identity list -o json` and `az resource list --query "[?identity]" -o json`'
+    for path in paths:
+        doc = load_json(path, "ARM resources with managed identities")
+        for raw in _items(doc, path, "a resource list", hint):
+            if not isinstance(raw, dict) or not isinstance(raw.get("tags"), dict):
+                continue
+            identity = raw.get("identity") if isinstance(raw.get("identity"), dict) else {}
+            props = raw.get("properties") if isinstance(raw.get("properties"), dict) else {}
+            principal = _text(identity.get("principalId"))
+            if str(raw.get("type", "")).lower() == "microsoft.managedidentity/userassignedidentities":
+                principal = _text(props.get("principalId")) or _text(raw.get("principalId"))
+            tags = tuple((str(k), str(v)) for k, v in sorted(raw["tags"].items()) if isinstance(k, str))
+            if principal and tags:
+                found[principal.lower()] = tags
+    return found
+
+
 def load_group_members(paths: Iterable[Path]) -> dict[str, tuple[str, ...]]:
     """``group-members/<group object id>.json`` = ``az ad group member list --group G -o json``."""
     found: dict[str, tuple[str, ...]] = {}
