@@ -3,6 +3,11 @@
 then ``allow``; a deny cannot be carved out by an allow, so a whole server is denied
 (``mcp__<server>``) only when none of its tools is allowed or asked for. Function tools defined in
 an agent's code are not Claude Code's to enforce and are left out.
+
+For an agent whose Claude Code settings were read, this is the reduced settings fragment: its
+allow rules are kept only where used (a used destructive one moves to ``ask``), unused destructive
+ones are denied, and every deny and ask rule of its settings is carried over as written, so the
+fragment never allows what the settings refuse or ask for.
 """
 
 from __future__ import annotations
@@ -26,7 +31,11 @@ def rule_name(tool: str) -> str | None:
     return f"mcp__{server}__{name}"
 
 
-def fragment(decisions: Decisions) -> dict[str, dict[str, list[str]]]:
+def _tool_of(rule: str) -> str:
+    return rule.split("(", 1)[0]
+
+
+def fragment(decisions: Decisions, keep: dict[str, list[str]] | None = None) -> dict[str, dict[str, list[str]]]:
     by_server: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for kind in ("allow", "ask", "deny"):
         for tool in getattr(decisions, kind):
@@ -38,8 +47,14 @@ def fragment(decisions: Decisions) -> dict[str, dict[str, list[str]]]:
             continue
         for kind, tools in kinds.items():
             out[kind] += [r for r in (rule_name(t) for t in tools) if r]
+    # a deny cannot be carved out: an unused rule of a Claude Code tool that was called is left out
+    # (its calls fall back to asking) rather than denied, so no deny can block a call of the window
+    called = {_tool_of(split_id(t)[1]) for t in decisions.called if split_id(t)[0] == BUILTIN}
+    out["deny"] = [r for r in out["deny"] if r.startswith("mcp__") or _tool_of(r) not in called]
+    for kind in ("deny", "ask"):
+        out[kind] += (keep or {}).get(kind, [])
     return {"permissions": {k: sorted(set(v)) for k, v in out.items()}}
 
 
-def render(decisions: Decisions) -> str:
-    return json.dumps(fragment(decisions), indent=2) + "\n"
+def render(decisions: Decisions, keep: dict[str, list[str]] | None = None) -> str:
+    return json.dumps(fragment(decisions, keep), indent=2) + "\n"

@@ -26,6 +26,7 @@ class Decisions:
     ask: list[str] = field(default_factory=list)
     deny: list[str] = field(default_factory=list)
     destructive: set[str] = field(default_factory=set)
+    called: set[str] = field(default_factory=set)  # every tool with a call in the window, granted or not
 
     def of(self, tool: str) -> str | None:
         for name in ("allow", "ask", "deny"):
@@ -46,6 +47,9 @@ def tool_decisions(result: AuditResult) -> dict[str, Decisions]:
         "identity", "action", "state", "destructive"
     )
     out: dict[str, Decisions] = {a.identity: Decisions() for a in result.audits if a.provider == PROVIDER}
+    called = result.permissions.filter((pl.col("provider") == PROVIDER) & (pl.col("calls") > 0))
+    for identity, action in called.select("identity", "action").iter_rows():
+        out.setdefault(identity, Decisions()).called.add(action)
     for identity, action, state, destructive in rows.sort("action").iter_rows():
         entry = out.setdefault(identity, Decisions())
         getattr(entry, decide(state, bool(destructive), result.options.drop_unobservable)).append(action)

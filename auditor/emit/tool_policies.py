@@ -47,7 +47,9 @@ def emit(result: AuditResult, folders: Mapping[str, str]) -> list[IdentityPolici
             "deny": mine.deny,
         }
         entry.files.append(PolicyFile(f"{folder}/tools.json", _json(canonical)))
-        entry.files.append(PolicyFile(f"{folder}/claude-settings.json", tool_claude.render(mine)))
+        entry.files.append(
+            PolicyFile(f"{folder}/claude-settings.json", tool_claude.render(mine, attrs.get("claude_code")))
+        )
         policies, schema = tool_cedar.agentcore(audit.name, mine, attrs)
         entry.files.append(PolicyFile(f"{folder}/agentcore.cedar", policies))
         entry.files.append(PolicyFile(f"{folder}/agentcore.cedarschema.json", _json(schema)))

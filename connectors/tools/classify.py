@@ -44,6 +44,8 @@ class ToolRules:
     read_verbs: frozenset[str]
     overrides: tuple[tuple[re.Pattern[str], str, str], ...]  # (glob, tier, reason), the latest layer first
     denied_errors: re.Pattern[str]
+    claude_no_approval: frozenset[str] = frozenset()  # Claude Code tools that never ask
+    claude_refusals: re.Pattern[str] = re.compile(r"(?!)")  # tool results Claude Code writes for refused calls
 
     @classmethod
     def of(cls, rules: Rules) -> ToolRules:
@@ -55,7 +57,11 @@ class ToolRules:
         verbs: dict[str, set[str]] = {"destructive_verbs": set(), "write_verbs": set(), "read_verbs": set()}
         overrides: list[tuple[re.Pattern[str], str, str]] = []
         denied: list[str] = []
+        no_approval: set[str] = set()
+        refusals: list[str] = []
         for path, doc in rules.layers(RULES_FILE):
+            no_approval.update(strings(doc.get("claude_code_no_approval"), f"{path} claude_code_no_approval"))
+            refusals += strings(doc.get("claude_code_refusals"), f"{path} claude_code_refusals")
             trusted.update(strings(doc.get("trusted_servers"), f"{path} trusted_servers"))
             for key, found in verbs.items():
                 found.update(v.lower() for v in strings(doc.get(key), f"{path} {key}"))
@@ -77,6 +83,8 @@ class ToolRules:
             frozenset(verbs["read_verbs"]),
             tuple(overrides),
             any_glob_regex(denied),
+            frozenset(no_approval),
+            any_glob_regex(refusals),
         )
 
     def classify(self, tool: Tool, trusted: bool) -> Tier:
@@ -103,6 +111,10 @@ class ToolRules:
             return Tier("read", f"name verb {sorted(words & self.read_verbs)[0]}", LEVELS["read"])
         why = "annotations of an untrusted server are not used" if tool.annotations else "no trusted annotations"
         return Tier("destructive", f"MCP specification default ({why})", LEVELS["destructive-default"])
+
+    def is_claude_refusal(self, text: str) -> bool:
+        """Whether a Claude Code tool result is the text it writes for a call it refused."""
+        return bool(text) and self.claude_refusals.fullmatch(text.strip()) is not None
 
     def is_refusal(self, text: str) -> bool:
         """Whether an error text (error.type, status message, exception.type) is a policy refusal."""

@@ -28,6 +28,15 @@ RUNS_AS_KINDS = {"aws_role": "aws", "gcp_service_account": "gcp", "azure_managed
 
 
 @dataclass(frozen=True)
+class ClaudeCodeSpec:
+    managed: Path | None
+    user: Path | None
+    project: Path | None
+    transcripts: tuple[Path, ...]
+    telemetry: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
 class AgentSpec:
     name: str
     description: str
@@ -37,6 +46,7 @@ class AgentSpec:
     tools: tuple[dict[str, Any], ...]
     mcp_configs: tuple[Path, ...]
     mcp_servers: tuple[dict[str, Any], ...]
+    claude_code: ClaudeCodeSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -98,4 +108,21 @@ def _agent(entry: dict[str, Any], base: Path) -> AgentSpec:
         tools=tuple(entry.get("tools", ())),
         mcp_configs=tuple(base / p for p in entry.get("mcp_configs", ())),
         mcp_servers=tuple(entry.get("mcp_servers", ())),
+        claude_code=_claude_code(entry.get("claude_code"), base),
+    )
+
+
+def _claude_code(entry: dict[str, Any] | None, base: Path) -> ClaudeCodeSpec | None:
+    if entry is None:
+        return None
+
+    def path(key: str) -> Path | None:
+        return base / entry[key] if key in entry else None
+
+    return ClaudeCodeSpec(
+        managed=path("managed"),
+        user=path("user"),
+        project=path("project"),
+        transcripts=tuple(base / p for p in entry.get("transcripts", ())),
+        telemetry=tuple(base / p for p in entry.get("telemetry", ())),
     )

@@ -27,10 +27,10 @@ from auditor import model
 from auditor.catalog import Catalog
 from auditor.connectors.base import Evidence, GrantSet, LogStats, Progress, UsageRequest, WindowEnd, no_progress
 from auditor.connectors.log_scan import ScanCounters
-from auditor.connectors.tools import traces
-from auditor.connectors.tools.calls import Resolved, resolve, short_tool
+from auditor.connectors.tools import claude_settings, claude_usage, traces
+from auditor.connectors.tools.calls import Call, Resolved, resolve, short_tool
 from auditor.connectors.tools.classify import LEVELS, ToolRules
-from auditor.connectors.tools.inventory import FUNCTION, UNLISTED, Server, Tool, server_key, split_id
+from auditor.connectors.tools.inventory import BUILTIN, FUNCTION, UNLISTED, Server, Tool, server_key, split_id
 from auditor.connectors.tools.manifest import RUNS_AS_KINDS, AgentSpec, Manifest, load_manifest
 from auditor.connectors.tools.mcp_config import read_config, read_tools_list
 from auditor.errors import InputError
@@ -59,9 +59,13 @@ class AgentTools:
     identity: str
     servers: dict[str, Server] = field(default_factory=dict)
     functions: list[Tool] = field(default_factory=list)
+    claude: claude_settings.Settings | None = None
+    builtins: list[str] = field(default_factory=list)  # Claude Code tools that run without asking
 
     def granted_ids(self) -> set[str]:
-        ids = {t.id for t in self.functions}
+        ids = {t.id for t in self.functions} | set(self.builtins)
+        if self.claude is not None:
+            ids |= {n for r in self.claude.of("allow") if not r.mcp for n in r.catalog_names()}
         for server in self.servers.values():
             ids |= {t.id for t in server.tools or ()}
         return ids
@@ -72,6 +76,8 @@ class AgentTools:
     def resolve(self, raw: str) -> tuple[str | None, list[str]]:
         """(catalog name, candidates): the tool a span's name means for this agent; None with the
         candidates when it is ambiguous, None and [] when nothing granted matches."""
+        if raw.startswith(f"{BUILTIN}."):
+            return raw, []
         if raw.startswith("mcp__") and "__" in raw[5:]:
             server, tool = raw[5:].split("__", 1)
             return f"{server_key(server)}.{tool}", []
@@ -111,16 +117,21 @@ class ToolSource:
     _resolved: Resolved | None = field(default=None, repr=False)
     _walk_gaps: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _notes: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list), repr=False)
+    _claude_times: list[str] = field(default_factory=list, repr=False)  # every Claude Code record's time
+    _claude_blind: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set), repr=False)
+    _claude_gaps: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    _subjects: dict[Call, tuple[str, list[str]]] = field(default_factory=dict, repr=False)  # what a call matched
 
     # -- the questions ------------------------------------------------------------------------
 
     def grants(self, selector: AgentSelector, rules: Rules) -> GrantSet:
         manifest = self._manifest = load_manifest(self.manifest_path)
-        trusted = manifest.trusted_servers | ToolRules.of(rules).trusted_servers
+        tool_rules = ToolRules.of(rules)
+        trusted = manifest.trusted_servers | tool_rules.trusted_servers
         listed = self._tools_lists(manifest)
         identities, statements = [], []
         for spec in manifest.agents:
-            agent = self._agent(spec, manifest, listed, trusted)
+            agent = self._agent(spec, manifest, listed, trusted, tool_rules)
             self._agents[spec.name] = agent
             for alias in spec.aliases:
                 self._agents.setdefault(alias, agent)
@@ -136,6 +147,9 @@ class ToolSource:
         for agent in {id(a): a for a in self._agents.values()}.values():
             for tool in agent.functions:
                 self._classify(tool, True, tool_rules)
+            for name in sorted(agent.granted_ids()):
+                if name.startswith(f"{BUILTIN}."):
+                    self._classify(Tool(*split_id(name)), False, tool_rules)
             for server in agent.servers.values():
                 for tool in server.tools or ():
                     self._classify(tool, server.trusted, tool_rules)
@@ -162,8 +176,10 @@ class ToolSource:
 
     def window_end(self, cap: datetime, rules: Rules, workers: int | None) -> WindowEnd:
         scan = self._read_traces(workers)
+        self._calls(rules)
         limit = iso_utc(cap)
-        newest = max((s.start for s in scan.spans if s.start <= limit), default="")
+        times = [*(s.start for s in scan.spans), *self._claude_times]
+        newest = max((t for t in times if t <= limit), default="")
         origin = ", ".join(str(p) for p in self._trace_paths())
         return WindowEnd(parse_iso(newest) if newest else None, f"the newest span in {origin or 'no traces'}")
 
@@ -178,6 +194,7 @@ class ToolSource:
         ambiguous: dict[str, set[str]] = defaultdict(set)
         strangers: dict[str, int] = defaultdict(int)
         called_servers: dict[str, set[str]] = defaultdict(set)
+        subjects: dict[tuple[str, str], set[str]] = defaultdict(set)
         for call in resolved.calls:
             if call.when > cap or not start <= call.when <= end:
                 continue
@@ -193,9 +210,19 @@ class ToolSource:
                 ambiguous[agent.identity].update(candidates)
                 continue
             called_servers[agent.identity].add(split_id(name)[0])
+            if call in self._subjects:
+                subject, rules_matched = self._subjects[call]
+                for rule in rules_matched:
+                    subjects[(agent.identity, rule)].add(subject)
             row = counts.setdefault((agent.identity, name, call.outcome, call.evidence), [0, call.when, call.when])
             row[0] += 1
             row[1], row[2] = min(row[1], call.when), max(row[2], call.when)
+        for (identity, rule), seen in sorted(subjects.items()):
+            if "*" in rule and 0 < len(seen) <= 3:
+                self._notes[identity].append(
+                    f"Claude Code allow rule {rule} is wider than used: in the window it matched only "
+                    + "; ".join(sorted(seen))
+                )
         usage = [
             {
                 "provider": PROVIDER,
@@ -236,6 +263,10 @@ class ToolSource:
             files += [*manifest.tools_lists, *self._trace_paths()]
             for spec in manifest.agents:
                 files += spec.mcp_configs
+                if spec.claude_code is not None:
+                    files += [*spec.claude_code.transcripts, *spec.claude_code.telemetry]
+            for agent in self._agents.values():
+                files += [Path(f) for f in (agent.claude.files if agent.claude else ())]
         return tuple(dict.fromkeys(str(p) for p in files))
 
     # -- grants -------------------------------------------------------------------------------
@@ -256,11 +287,30 @@ class ToolSource:
         return listed
 
     def _agent(
-        self, spec: AgentSpec, manifest: Manifest, listed: dict[str, list[Tool]], trusted: frozenset[str]
+        self,
+        spec: AgentSpec,
+        manifest: Manifest,
+        listed: dict[str, list[Tool]],
+        trusted: frozenset[str],
+        tool_rules: ToolRules,
     ) -> AgentTools:
         agent = AgentTools(spec, identity_of(manifest.project, spec.name))
         notes = self._notes[agent.identity]
-        for path in spec.mcp_configs:
+        configs = list(spec.mcp_configs)
+        claude = spec.claude_code
+        if claude is not None:
+            agent.claude = claude_settings.load(claude.managed, claude.user, claude.project)
+            notes += agent.claude.notes
+            notes += [
+                f"Claude Code {r.scope} settings {r.origin}: {r.kind} rule {r.text} is accepted but never "
+                f"applied ({why})"
+                for r, why in agent.claude.ignored
+            ]
+            whole = {r.tool for r in agent.claude.of("deny") if r.specifier is None}
+            agent.builtins = sorted(f"{BUILTIN}.{t}" for t in tool_rules.claude_no_approval - whole)
+            if claude.project is not None and (claude.project / ".mcp.json").is_file():
+                configs.append(claude.project / ".mcp.json")
+        for path in configs:
             servers, disabled = read_config(path)
             notes += disabled
             for server in servers:
@@ -321,6 +371,11 @@ class ToolSource:
                     "runs_as": spec.runs_as,
                     "gateway": spec.gateway,
                     "gateway_targets": {k: s.target for k, s in agent.servers.items()},
+                    **(
+                        {"claude_code": {k: [r.text for r in agent.claude.of(k)] for k in ("deny", "ask")}}
+                        if agent.claude is not None
+                        else {}
+                    ),
                 },
                 sort_keys=True,
             ),
@@ -337,6 +392,29 @@ class ToolSource:
                     [f"{server.key}.*"],
                     f"MCP server {server.name} ({server.origin})",
                     "mcp-server",
+                )
+            )
+        if agent.claude is not None:
+            for rule in agent.claude.of("allow"):
+                rows.append(
+                    _statement(
+                        agent,
+                        manifest,
+                        f"claude:{rule.scope}:{rule.text}",
+                        rule.catalog_names(),
+                        f"Claude Code {rule.scope} settings {rule.origin}: allow {rule.text}",
+                        "claude-settings",
+                    )
+                )
+        if agent.builtins:
+            rows.append(
+                _statement(
+                    agent,
+                    manifest,
+                    "claude:no-approval",
+                    agent.builtins,
+                    "Claude Code tools that run without asking (claude_code_no_approval in tools/classification.yaml)",
+                    "claude-builtin",
                 )
             )
         if agent.functions:
@@ -374,8 +452,55 @@ class ToolSource:
 
     def _calls(self, rules: Rules) -> Resolved:
         if self._resolved is None:
-            self._resolved = resolve(self._read_traces(None).spans, ToolRules.of(rules).is_refusal)
+            tool_rules = ToolRules.of(rules)
+            spans = resolve(self._read_traces(None).spans, tool_rules.is_refusal)
+            activity = dict(spans.activity)
+            calls, duplicates = list(spans.calls), spans.duplicates
+            for agent in {id(a): a for a in self._agents.values()}.values():
+                if agent.spec.claude_code is not None:
+                    duplicates += self._claude_calls(agent, tool_rules, calls, activity)
+            self._resolved = Resolved(calls, activity, duplicates, spans.merged)
         return self._resolved
+
+    def _claude_calls(
+        self, agent: AgentTools, tool_rules: ToolRules, calls: list[Call], activity: dict[str, tuple[str, str]]
+    ) -> int:
+        """Add the agent's Claude Code calls (each named by the permission it used) and activity."""
+        spec, settings = agent.spec.claude_code, agent.claude
+        assert spec is not None and settings is not None
+        scan = claude_usage.read(
+            list(spec.transcripts), list(spec.telemetry), self.max_file_bytes, tool_rules.is_claude_refusal
+        )
+        project = self._read().project
+        self._claude_gaps += [model.gap(PROVIDER, project, where, reason, "warning") for where, reason in scan.problems]
+        for first, last in scan.sessions.values():
+            self._claude_times += [first, last]
+            known = activity.get(agent.spec.name)
+            activity[agent.spec.name] = (min(first, known[0]), max(last, known[1])) if known else (first, last)
+        unnamed = 0
+        for call in scan.calls:
+            if call.tool == "mcp_tool":  # telemetry without OTEL_LOG_TOOL_DETAILS: the MCP tool is not named
+                unnamed += 1
+                continue
+            name, subject, matched, candidates = _claude_permission(settings, call)
+            self._claude_blind[agent.identity].update(candidates)
+            counted = Call(agent.spec.name, name, call.when, call.outcome, call.evidence, call.session)
+            calls.append(counted)
+            if matched:
+                self._subjects[counted] = (subject, matched)
+        if unnamed:
+            self._claude_gaps.append(
+                model.gap(
+                    PROVIDER,
+                    project,
+                    f"agent {agent.spec.name}",
+                    f"{unnamed} MCP tool call(s) in Claude Code telemetry without the tool's name (export with "
+                    "OTEL_LOG_TOOL_DETAILS=1, or add the session transcripts)",
+                    "warning",
+                    unnamed,
+                )
+            )
+        return scan.duplicates
 
     def _observability(
         self,
@@ -407,6 +532,17 @@ class ToolSource:
             if reason:
                 rows.append(_blind(project, agent.identity, ["*"], reason))
                 continue
+            blind = self._claude_blind.get(agent.identity)
+            if blind:
+                rows.append(
+                    _blind(
+                        project,
+                        agent.identity,
+                        sorted(blind),
+                        "Claude Code calls whose input was not recorded: which of these allow rules they matched "
+                        "cannot be told",
+                    )
+                )
             if ambiguous.get(agent.identity):
                 rows.append(
                     _blind(
@@ -433,6 +569,7 @@ class ToolSource:
         rows = [
             {"provider": PROVIDER, "account": project, "severity": "error", **g} for g in (*self._walk_gaps, *scan.gaps)
         ]
+        rows += self._claude_gaps
         rows += [
             model.gap(
                 PROVIDER,
@@ -455,7 +592,7 @@ class ToolSource:
         agent's own coverage is decided by :meth:`_observability`."""
         stats = ScanCounters()
         ScanCounters.merge(stats, scan)
-        kept = [s.start for s in scan.spans if s.start <= cap]
+        kept = [t for t in (*(s.start for s in scan.spans), *self._claude_times) if t <= cap]
         for when in scan.spans:
             if when.start > cap:
                 stats.after_cap(f"span {when.span} of trace {when.trace}", when.start)
@@ -499,3 +636,33 @@ def _statement(
 
 def _blind(project: str, identity: str, actions: list[str], reason: str) -> dict[str, Any]:
     return {"provider": PROVIDER, "account": project, "identity": identity, "actions": actions, "reason": reason}
+
+
+def _subject(tool_input: dict[str, Any] | None) -> str:
+    for key in ("command", "file_path", "notebook_path", "url", "path", "pattern"):
+        value = (tool_input or {}).get(key)
+        if isinstance(value, str):
+            return value if len(value) <= 80 else value[:77] + "..."
+    return "(no input recorded)"
+
+
+def _claude_permission(
+    settings: claude_settings.Settings, call: claude_usage.ClaudeCall
+) -> tuple[str, str, list[str], list[str]]:
+    """(the permission a Claude Code call used, its subject, the allow rules it matched, the allow
+    rules it may have matched but whose match its unrecorded input cannot tell)."""
+    if call.tool.startswith("mcp__"):
+        return call.tool, "", [], []
+    kind, allowed, undecided = settings.decide(call.tool, call.tool_input)
+    candidates = []
+    if undecided:
+        candidates = [
+            n
+            for r in settings.of("allow")
+            if not r.mcp and claude_settings.matches(r, call.tool, call.tool_input, settings.root) is None
+            for n in r.catalog_names()
+        ]
+    if kind == "allow":
+        rule = max(allowed, key=lambda r: (r.specifier is not None, len(r.text)))
+        return rule.catalog_names()[0], _subject(call.tool_input), [r.text for r in allowed], candidates
+    return f"{BUILTIN}.{call.tool}", "", [], candidates
