@@ -143,6 +143,10 @@ def _yaml(value: Any, indent: int) -> Iterator[str]:
                 empty = "{}" if isinstance(item, dict) else "[]" if isinstance(item, list) else _scalar(item)
                 yield f"{pad}{key}: {empty}\n"
     elif isinstance(value, list):
+        if all(type(item) is str for item in value):  # permission lists: the bulk of the file
+            dumps = orjson.dumps
+            yield "".join([f"{pad}- {dumps(item).decode()}\n" for item in value])
+            return
         for item in value:
             if isinstance(item, dict) and item:
                 lines = list(_yaml(item, indent + 2))
