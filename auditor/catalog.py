@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 from auditor.disk_cache import cached
 from auditor.matching import any_glob_regex, has_wildcard
+
+if TYPE_CHECKING:  # polars is imported where a frame is built: the guard loads catalogs without it
+    import polars as pl
 
 READ_LEVELS = frozenset({"List", "Read"})
 
@@ -127,6 +129,8 @@ class Catalog:
         return matched
 
     def frame(self) -> pl.DataFrame:
+        import polars as pl
+
         return pl.DataFrame(
             {
                 "provider": [self.provider] * len(self.access_levels),
