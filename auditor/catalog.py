@@ -53,6 +53,10 @@ class Catalog:
         """One catalog holding both (two snapshots of the same provider, e.g. two GCP projects)."""
         if other is self or (other.version == self.version and other.access_levels == self.access_levels):
             return self
+        if not self.access_levels and not self.roles:  # an evidence-only source's empty catalog adds nothing
+            return other
+        if not other.access_levels and not other.roles:
+            return self
         versions = self.version if other.version == self.version else f"{self.version}; {other.version}"
         return Catalog(
             self.provider,

@@ -87,6 +87,7 @@ class Guard:
         worst = max(verdicts, key=lambda nv: _RANK[nv[1].decision], default=("", ALLOWED))
         base = {
             "provider": self.policy.provider,
+            "account": self.policy.account,
             "identity": self.policy.identity,
             "kind": kind,
             "target": " + ".join(names),

@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ MAX_LINE = 32 * 1024  # bytes; longer records drop their parameters
 class DecisionLog:
     """Appends decision records to ``path`` (created ``0600``)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], clock: Callable[[], datetime] | None = None) -> None:
         self.path = Path(path)
+        self._clock = clock or (lambda: datetime.now(UTC))
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -43,7 +45,7 @@ class DecisionLog:
         """Append one record (``time``, ``schema``, ``host`` and ``pid`` are added)."""
         full = {
             "schema": SCHEMA,
-            "time": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "time": self._clock().astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             **record,
             "host": self._host,
             "pid": os.getpid(),
