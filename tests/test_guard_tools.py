@@ -120,8 +120,10 @@ def test_the_decision_log_redacts_and_matches_its_schema(tmp_path: Path) -> None
         guard.check("function.refund_order", kind="tool", params=HOSTILE)
     text = log.read_text()
     assert not any(secret in text for secret in SECRETS)
-    first = records(log)[0]
-    assert first["params"]["Key"] == "reports/2026.csv" and first["params"]["blob"] == "[10 bytes]"
+    allowed, _, gated = records(log)
+    assert "params" not in allowed  # the hot path does not log parameters
+    assert gated["params"]["Key"] == "reports/2026.csv" and gated["params"]["blob"] == "[10 bytes]"
+    assert gated["params"]["password"] == "[redacted]"
     for record in records(log):
         jsonschema.validate(record, SCHEMA)
     assert all(len(line) <= MAX_LINE for line in text.encode().splitlines())

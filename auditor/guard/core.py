@@ -1,7 +1,8 @@
 """The guard: one identity's blocklist applied to every call the agent makes, before it is sent.
 
 ``check`` is the one decision point; the boto3 hook, the Azure pipeline policy and the tool
-decorators all end there. Allowed calls cost a dict lookup and a log line. Denied calls raise
+decorators all end there. Allowed calls cost a dict lookup and a log line (without parameters:
+only refused and approval decisions carry them, redacted). Denied calls raise
 :class:`ActionBlocked`. Approval calls are submitted to the queue and wait for a human: approved,
 the call goes on unchanged; denied or expired, :class:`ActionDenied`. Without a queue, an approval
 call is blocked: the guard fails closed.
@@ -185,7 +186,8 @@ class Guard:
         record = {**base, "decision": decision}
         if verdict is not None:
             record.update(rule=verdict.rule, reason=verdict.reason, severity=verdict.severity)
-        record["params"] = redact(dict(params)) if params else {}
+        if decision != "allowed":  # the hot path logs what it needs (permissions, resource), not parameters
+            record["params"] = redact(dict(params)) if params else {}
         self.log.write(record)
 
     # -- enforcement points --------------------------------------------------------------------
