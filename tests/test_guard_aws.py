@@ -213,3 +213,34 @@ def test_an_unanswered_request_expires_in_the_agent(tmp_path: Path, edge: Edge) 
     assert out.split() == ["asking", "refused", "expired", "None"]
     assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 1
     assert open_queue(tmp_path / "approvals.db").list("expired")[0].target == "s3:DeleteObject"
+
+
+def test_the_readme_example_runs_against_the_bundled_fixtures(tmp_path: Path, edge: Edge) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### In the agent: `auditor.guard`", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    env = {**os.environ, **AWS_ENV, "PYTHONPATH": str(ROOT), "AWS_ENDPOINT_URL": edge.url}
+    audit = [sys.executable, "-m", "auditor", "audit", "--aws-dir", str(ROOT / "fixtures/aws"), "--out", "out", "-q"]
+    subprocess.run(audit, cwd=tmp_path, env=env, check=True, capture_output=True)
+    agent = subprocess.Popen(
+        [sys.executable, "-c", snippet],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    request_id = _pending(tmp_path / "approvals.db", agent)
+    assert [c for c in edge.calls if c[0] == "cloudformation"] == []  # waiting: nothing sent
+    listed = subprocess.run(
+        [sys.executable, "-m", "auditor", "approvals", "list", "--queue", "approvals.db"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert request_id in listed.stdout and "cloudformation:DeleteStack" in listed.stdout
+    approve = ["approvals", "approve", request_id, "--queue", "approvals.db", "--note", "CHG-42"]
+    subprocess.run([sys.executable, "-m", "auditor", *approve], cwd=tmp_path, env=env, check=True, capture_output=True)
+    _, err = agent.communicate(timeout=120)
+    assert agent.returncode == 0, err
+    assert [c for c in edge.calls if c[0] == "cloudformation"] == [("cloudformation", "POST")]  # approved: sent
+    flow = [r["decision"] for r in records(tmp_path / "guard.jsonl")]
+    assert flow == ["approval_requested", "approved"]
