@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 from auditor.disk_cache import cached
 from auditor.matching import any_glob_regex, has_wildcard
+
+if TYPE_CHECKING:  # polars is imported where a frame is built: the guard loads catalogs without it
+    import polars as pl
 
 READ_LEVELS = frozenset({"List", "Read"})
 
@@ -50,6 +52,10 @@ class Catalog:
     def merged(self, other: Catalog) -> Catalog:
         """One catalog holding both (two snapshots of the same provider, e.g. two GCP projects)."""
         if other is self or (other.version == self.version and other.access_levels == self.access_levels):
+            return self
+        if not self.access_levels and not self.roles:  # an evidence-only source's empty catalog adds nothing
+            return other
+        if not other.access_levels and not other.roles:
             return self
         versions = self.version if other.version == self.version else f"{self.version}; {other.version}"
         return Catalog(
@@ -127,6 +133,8 @@ class Catalog:
         return matched
 
     def frame(self) -> pl.DataFrame:
+        import polars as pl
+
         return pl.DataFrame(
             {
                 "provider": [self.provider] * len(self.access_levels),

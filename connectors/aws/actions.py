@@ -341,6 +341,15 @@ class EventActionMapper:
     def needs_request(self, event_source: str, event_name: str) -> bool:
         return self._request_rule(event_source.strip().lower(), event_name.strip()) is not None
 
+    def possible_actions(self, event_source: str, event_name: str) -> tuple[str, ...]:
+        """Every action a request-dependent call can need, whatever its request (empty for others):
+        what an enforcement point must check when the request does not say which one applies."""
+        rule = self._request_rule(event_source.strip().lower(), event_name.strip())
+        if rule is None:
+            return ()
+        found = [a for acts in rule.actions.values() for a in acts]
+        return tuple(dict.fromkeys([*found, *(rule.default or ())]))
+
     def map_raw(self, event_source: str, event_name: str, raw_request: bytes) -> ActionMapping:
         """``map_with_request`` from the request's raw JSON, decoding it only when the key the rule
         looks for occurs in it (the common case, e.g. S3 calls without a versionId, stays cheap)."""

@@ -1,0 +1,166 @@
+"""The guard's decisions equal the blocklist's intent; a bad blocklist refuses to start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditor.guard import ActionBlocked, Guard, GuardConfigError
+from auditor.guard.policy import NOT_ALLOWED, IdentityPolicy
+from tests.guard_support import AGENT, identity, s3_blocklist, write_blocklist
+
+ROOT = Path(__file__).resolve().parents[1]
+
+names = st.text(st.sampled_from("abcDEF:./-_*"), min_size=1, max_size=8)
+
+
+def intent(entry: dict, permission: str) -> str:
+    """The blocklist's meaning, read the slow way: scan every list, the strictest wins."""
+    key = permission.lower()
+    listed = {
+        "deny": any(key == p.lower() for g in entry["deny"] for p in g["permissions"]),
+        "require_approval": any(key == a["permission"].lower() for a in entry["require_approval"]),
+        "allow": any(key == p.lower() for p in entry.get("allow", ())),
+    }
+    for decision in ("deny", "require_approval", "allow"):
+        if listed[decision]:
+            return decision
+    if "allow" not in entry:
+        return "allow"
+    server = key.partition(".")[0]
+    if "." in key:
+        for decision in ("deny", "require_approval", "allow"):
+            everything = {
+                "deny": [p for g in entry["deny"] for p in g["permissions"]],
+                "require_approval": [a["permission"] for a in entry["require_approval"]],
+                "allow": entry.get("allow", []),
+            }[decision]
+            if any(p.lower() == f"{server}.(unlisted tools)" for p in everything):
+                return decision
+    return "deny"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    deny=st.lists(names, max_size=6),
+    approval=st.lists(names, max_size=6),
+    allow=st.one_of(st.none(), st.lists(names, max_size=6)),
+    unlisted=st.sampled_from(["", "deny", "approval", "allow"]),
+    probe=names,
+    case=st.sampled_from(["same", "upper", "lower"]),
+    pick=st.integers(0, 20),
+)
+def test_decision_equals_the_blocklists_intent(deny, approval, allow, unlisted, probe, case, pick) -> None:
+    if unlisted and allow is not None:
+        {"deny": deny, "approval": approval, "allow": allow}[unlisted].append("srv.(unlisted tools)")
+    entry = identity("tools" if allow is not None else "aws", "id-1", "agent", deny, approval, allow)
+    pool = [*deny, *approval, *(allow or []), probe, "srv.x", "srv.(unlisted tools)"]
+    permission = pool[pick % len(pool)]
+    permission = {"same": permission, "upper": permission.upper(), "lower": permission.lower()}[case]
+    verdict = IdentityPolicy.from_entry(entry).decide(permission)
+    assert verdict.decision == intent(entry, permission)
+    if verdict.decision == "deny" and verdict.rule != NOT_ALLOWED:
+        assert verdict.rule == "test-destroy"
+
+
+def test_the_bundled_fixture_blocklist_loads_and_enforces(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    subprocess.run(
+        [sys.executable, "-m", "auditor", "audit", "--aws-dir", str(ROOT / "fixtures/aws"), "--tools-manifest",
+         str(ROOT / "fixtures/tools/agents.yaml"), "--out", str(out), "--quiet"],
+        check=True, cwd=tmp_path, capture_output=True,
+    )  # fmt: skip
+    guard = Guard.from_blocklist(out / "blocklist.yaml", identity="deploy-agent")
+    assert guard.decide("cloudformation:DeleteStackSet").decision == "deny"
+    assert guard.decide("CLOUDFORMATION:deletestack").decision == "require_approval"
+    assert guard.decide("cloudformation:DescribeStacks").decision == "allow"
+    tools = Guard.from_blocklist(out / "blocklist.yaml", identity="billing-agent", provider="tools")
+    assert tools.decide("billing.get_invoice").decision == "allow"
+    assert tools.decide("billing.void_invoice").decision == "deny"
+    assert tools.decide("postgres.drop_table").decision == "require_approval"  # via postgres.(unlisted tools)
+    assert tools.decide("billing.never_heard_of").rule == NOT_ALLOWED
+    with pytest.raises(GuardConfigError, match="matches 2 entries"):
+        Guard.from_blocklist(out / "blocklist.yaml", identity="support-bot")  # an AWS role and a tools agent
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "blocklist not found"),
+        ("identities: [\n", "not valid YAML"),
+        ("", "not a valid blocklist"),
+        ("version: 1\ngenerated_at: x\nidentities:\n  - provider: aws\n", "not a valid blocklist"),
+        ("version: 2\ngenerated_at: '2026-01-01T00:00:00Z'\nidentities: []\n", "not a valid blocklist"),
+        (
+            "version: 1\ngenerated_at: '2026-01-01T00:00:00Z'\nidentities:\n  - {provider: aws, identity: a, name: a,"
+            " deny: [{rule: r, severity: high, reason: x, permissions: s3:DeleteBucket}], require_approval: []}\n",
+            "not a valid blocklist",
+        ),
+        ("\x00\x01binary", "not valid YAML"),
+    ],
+    ids=["missing", "truncated", "empty", "no-lists", "version", "mistyped-permissions", "binary"],
+)
+def test_a_bad_blocklist_refuses_to_start(tmp_path: Path, text: str | None, message: str) -> None:
+    path = tmp_path / "blocklist.yaml"
+    if text is not None:
+        path.write_text(text, encoding="utf-8")
+    with pytest.raises(GuardConfigError, match=message) as caught:
+        Guard.from_blocklist(path, identity="a")
+    assert str(path) in caught.value.one_line() and "\n" not in caught.value.one_line()
+
+
+def test_a_truncated_real_blocklist_refuses(tmp_path: Path) -> None:
+    full = s3_blocklist(tmp_path / "full.yaml").read_text()
+    for cut in range(len(full) // 3, len(full) - 1, max(len(full) // 12, 1)):
+        path = tmp_path / "cut.yaml"
+        path.write_text(full[:cut])
+        try:
+            guard = Guard.from_blocklist(path, identity=AGENT)
+        except GuardConfigError:
+            continue
+        # Whatever survives a cut and is still schema-valid must not let more through than the full file.
+        assert guard.decide("s3:DeleteBucket").decision in ("deny", "allow")
+        if guard.decide("s3:DeleteBucket").decision == "allow":
+            assert "s3:DeleteBucket" not in path.read_text()
+
+
+def test_unknown_identity_is_loud(tmp_path: Path) -> None:
+    path = s3_blocklist(tmp_path / "b.yaml")
+    with pytest.raises(GuardConfigError, match="no identity 'nobody'") as caught:
+        Guard.from_blocklist(path, identity="nobody")
+    assert "s3-agent" in caught.value.one_line()
+    with pytest.raises(GuardConfigError, match="of provider 'azure'"):
+        Guard.from_blocklist(path, identity="s3-agent", provider="azure")
+
+
+def test_duplicated_entries_are_ambiguous(tmp_path: Path) -> None:
+    entry = identity("aws", AGENT, "s3-agent", deny=["s3:DeleteBucket"])
+    path = write_blocklist(tmp_path / "b.yaml", entry, identity("aws", AGENT, "s3-agent"))
+    with pytest.raises(GuardConfigError, match="matches 2 entries"):
+        Guard.from_blocklist(path, identity=AGENT)
+
+
+def test_huge_blocklist_decides_by_lookup(tmp_path: Path) -> None:
+    deny = [f"svc{i}:Delete{i}" for i in range(50_000)]
+    path = write_blocklist(tmp_path / "b.yaml", identity("aws", AGENT, "big", deny=deny, approval=["x:Put"]))
+    guard = Guard.from_blocklist(path, identity="big")
+    assert guard.decide("SVC49999:delete49999").decision == "deny"
+    assert guard.decide("svc50000:Delete50000").decision == "allow"
+    with pytest.raises(ActionBlocked) as caught:
+        guard.check("svc7:Delete7")
+    assert (caught.value.action, caught.value.rule) == ("svc7:Delete7", "test-destroy")
+
+
+def test_a_call_needing_several_permissions_takes_the_strictest(tmp_path: Path) -> None:
+    guard = Guard.from_blocklist(s3_blocklist(tmp_path / "b.yaml"), identity=AGENT)
+    guard.check(["s3:GetObject", "s3:PutObject"])  # allowed
+    guard.check([])  # a call that needs no permission
+    with pytest.raises(ActionBlocked, match="s3:DeleteBucket"):
+        guard.check(["s3:DeleteObject", "s3:DeleteBucket"])
+    with pytest.raises(ActionBlocked, match="no approval queue"):
+        guard.check(["s3:GetObject", "s3:DeleteObject"])
