@@ -71,8 +71,11 @@ def observability_rows(
     grants: pl.DataFrame,
     agents: frozenset[str],
     coverage: Coverage | None,
+    unattributed: Mapping[str, frozenset[str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """OBSERVABILITY rows for one subscription (``coverage`` None: no storage logs given)."""
+    """OBSERVABILITY rows for one subscription (``coverage`` None: no storage logs given).
+    ``unattributed``: identity -> the services it made requests to that carry no authorization
+    details; whichever dataAction those used, none of that service's may be called unused."""
     data = sorted(n for n, is_data in operations.items() if is_data)
     logged = {a for a in data if coverage and storage_service(a) in coverage.services}
     observable: dict[str, set[str]] = defaultdict(set)  # identity -> actions
@@ -81,7 +84,11 @@ def observability_rows(
         for (identity, action), scopes in sorted(_grant_scopes(grants, agents, logged).items()):
             service = storage_service(action) or ""
             outside = sorted(s for s in scopes if not coverage.covers(s, service))
-            if outside:
+            if service in (unattributed or {}).get(identity, ()):
+                reasons[(identity, action)] = (
+                    f"the identity's {service} requests without authorization details (see unmapped) may have used it"
+                )
+            elif outside:
                 reasons[(identity, action)] = (
                     f"granted on {', '.join(outside)}; storage logs cover the whole window only for {coverage.names()}"
                 )

@@ -243,6 +243,7 @@ class AzureFiles:
             state.grants if state.grants is not None else model.empty(model.GRANTS),
             request.agents,
             coverage,
+            storage_logs.unattributed(storage) if storage is not None else None,
         )
         usage = _usage_frame(partial)
         return Evidence(

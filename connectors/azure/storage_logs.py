@@ -159,6 +159,15 @@ def _count(record: StorageRecord, principal: str, when: str, options: ScanOption
         counter[3].add(record.account)
 
 
+def unattributed(out: StoragePartial) -> dict[str, frozenset[str]]:
+    """identity -> the services of its identity requests that carried no authorization details."""
+    found: dict[str, set[str]] = {}
+    for _, identity, event, reason in out.unmapped:
+        if reason == NO_DETAILS:
+            found.setdefault(identity, set()).add(event.split(":", 1)[0])
+    return {identity: frozenset(services) for identity, services in found.items()}
+
+
 def read_file(path: Path, options: ScanOptions) -> StoragePartial:
     """Fold one file; an unreadable file becomes a gap, never an exception."""
     out = StoragePartial()
