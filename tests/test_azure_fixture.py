@@ -229,3 +229,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path) -> None:
     (broken / "role-assignments.json").unlink()
     run = run_cli("audit", "--azure-dir", broken, "--out", tmp_path / "out")
     assert run.code == 2 and "az role assignment list" in run.err
+
+
+def test_the_custom_role_keeps_the_used_data_actions_and_the_abac_condition(result) -> None:
+    from auditor.emit.azure_role import azure_roles
+
+    blob = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
+    report = result.data.identities.filter(pl.col("name") == "sp-report-agent")["identity"][0]
+    folders = {a.identity: f"policies/azure/{a.identity}" for a in result.audits if a.provider == "azure"}
+    entry = next(e for e in azure_roles(result, folders) if e.identity == report)
+    files = {f.path: json.loads(f.content) for f in entry.files}
+    plan = next(v for k, v in files.items() if k.endswith("assignments.json"))
+    documents = {r["name"]: files[r["file"]] for r in plan["roles"]}
+    storage = [c for c in plan["create"] if f"{blob}/read" in documents[c["role"]]["DataActions"]]
+    (create,) = storage
+    data = set(documents[create["role"]]["DataActions"])
+    assert {f"{blob}/read", f"{blob}/write"} <= data and f"{blob}/delete" not in data  # unused: dropped
+    assert [c["condition"] for c in create["conditions"]] == [
+        "((!(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read'})) OR "
+        "(@Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringEquals 'reports'))"
+    ]
