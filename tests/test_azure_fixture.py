@@ -51,10 +51,38 @@ def test_a_failed_request_that_passed_authorization_is_used(result) -> None:
     assert _states(result, "uami-deploy-agent")["Microsoft.Compute/virtualMachines/delete"] == "used"
 
 
-def test_data_actions_are_unobservable_never_unused(result) -> None:
-    rows = result.permissions.filter((pl.col("name") == "sp-report-agent") & pl.col("action").str.contains("/blobs/"))
-    assert rows.height == 5 and set(rows["state"]) == {"unobservable"}
-    assert all("dataAction" in r for r in rows["unobservable_reason"])
+def test_data_actions_follow_the_storage_logs(result) -> None:
+    blob = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
+    # Storage Blob Data Contributor on the one account whose logs cover the whole window
+    report = _states(result, "sp-report-agent")
+    assert report[f"{blob}/read"] == "used" and report[f"{blob}/write"] == "used"
+    assert report[f"{blob}/delete"] == "unused" and report[f"{blob}/move/action"] == "unused"
+    # the same role on the subscription: what it did on the logged account is seen, the rest is not
+    deploy = result.permissions.filter(
+        (pl.col("name") == "uami-deploy-agent") & pl.col("action").str.starts_with(blob) & pl.col("granted")
+    )
+    states = dict(deploy.select("action", "state").iter_rows())
+    assert states[f"{blob}/read"] == "used" and states[f"{blob}/delete"] == "denied"
+    reasons = deploy.filter(pl.col("state") == "unobservable")["unobservable_reason"]
+    assert set(deploy.filter(pl.col("state") == "unobservable")["action"]) == {
+        f"{blob}/write",
+        f"{blob}/add/action",
+        f"{blob}/move/action",
+    }
+    assert all(f"granted on /subscriptions/{SUB}" in r and "stagentreports (blob)" in r for r in reasons)
+    # no storage logs for Key Vault: its dataActions stay unobservable for everybody
+    cognitive = result.permissions.filter(
+        (pl.col("name") == "sp-report-agent") & pl.col("action").str.starts_with("Microsoft.CognitiveServices")
+    )
+    data = cognitive.filter(pl.col("unobservable_reason").str.contains("dataAction"))
+    assert data.height > 0 and set(data["state"]) == {"unobservable"}
+
+
+def test_storage_coverage_is_in_the_report_frame(result) -> None:
+    rows = result.data.coverage.filter(pl.col("source").str.starts_with("storage logs"))
+    (detail,) = rows["detail"]
+    assert "stagentreports (blobservices)" in rows["source"][0] and detail.startswith("covered:")
+    assert "AccountKey request (not a call by an identity)" in detail
 
 
 def test_requests_count_once_across_statuses_and_shapes(result) -> None:
@@ -201,3 +229,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path) -> None:
     (broken / "role-assignments.json").unlink()
     run = run_cli("audit", "--azure-dir", broken, "--out", tmp_path / "out")
     assert run.code == 2 and "az role assignment list" in run.err
+
+
+def test_the_custom_role_keeps_the_used_data_actions_and_the_abac_condition(result) -> None:
+    from auditor.emit.azure_role import azure_roles
+
+    blob = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
+    report = result.data.identities.filter(pl.col("name") == "sp-report-agent")["identity"][0]
+    folders = {a.identity: f"policies/azure/{a.identity}" for a in result.audits if a.provider == "azure"}
+    entry = next(e for e in azure_roles(result, folders) if e.identity == report)
+    files = {f.path: json.loads(f.content) for f in entry.files}
+    plan = next(v for k, v in files.items() if k.endswith("assignments.json"))
+    documents = {r["name"]: files[r["file"]] for r in plan["roles"]}
+    storage = [c for c in plan["create"] if f"{blob}/read" in documents[c["role"]]["DataActions"]]
+    (create,) = storage
+    data = set(documents[create["role"]]["DataActions"])
+    assert {f"{blob}/read", f"{blob}/write"} <= data and f"{blob}/delete" not in data  # unused: dropped
+    assert [c["condition"] for c in create["conditions"]] == [
+        "((!(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read'})) OR "
+        "(@Resource[Microsoft.Storage/storageAccounts/blobServices/containers:name] StringEquals 'reports'))"
+    ]

@@ -55,7 +55,9 @@ def _states(result: Any) -> dict[tuple[str, str], tuple[str, int]]:
 
 @pytest.fixture(scope="module")
 def offline() -> Any:
-    return audit(AzureFiles.from_dir(FIXTURE), now=NOW, until=UNTIL)
+    source = AzureFiles.from_dir(FIXTURE)
+    source.storage_log_paths = ()  # the live collector reads no storage resource logs
+    return audit(source, now=NOW, until=UNTIL)
 
 
 @pytest.mark.parametrize("mode", ["logs", "workspace"])

@@ -35,6 +35,12 @@ AUDIT_OPTIONS = [
     _paths(
         "azure_logs", "Activity Log exports (az monitor activity-log list, diagnostic settings, AzureActivity).", "PATH"
     ),
+    _paths(
+        "azure_storage_logs",
+        "Storage resource logs (insights-logs-storageread|write|delete, Event Hub records) or StorageBlobLogs "
+        "(Queue/Table/File) exports: the data-plane evidence.",
+        "PATH",
+    ),
     _paths("azure_principals", "Optional `az ad sp list --all -o json` output (names, tags, managed identities)."),
     Option(
         "azure_subscription",
@@ -57,6 +63,7 @@ def sources(values: Mapping[str, Any], common: Any, progress: Progress) -> list[
     for folder in values["azure_dir"]:
         source = AzureFiles.from_dir(folder)
         source.subscription = values["azure_subscription"]
+        source.storage_log_paths += tuple(values["azure_storage_logs"])
         found.append(source)
     given = [values[k] for k in _SINGLE]
     if any(given) or values["azure_principals"]:
@@ -74,7 +81,12 @@ def sources(values: Mapping[str, Any], common: Any, progress: Progress) -> list[
                 logs,
                 tuple(values["azure_principals"]),
                 subscription=values["azure_subscription"],
+                storage_log_paths=tuple(values["azure_storage_logs"]),
             )
+        )
+    elif values["azure_storage_logs"] and not values["azure_dir"]:
+        raise InputError(
+            "--azure-storage-logs needs the Azure grants", "pass --azure-dir DIR (or the four file options)"
         )
     return found
 

@@ -11,6 +11,9 @@ A snapshot directory::
     group-members/<GROUP>.json   optional: az ad group member list --group GROUP -o json
     activity-log/**              az monitor activity-log list -o json, diagnostic-settings exports
                                  ({"records": [...]} or NDJSON) and/or an AzureActivity table export
+    storage-logs/**              optional: Storage resource logs (insights-logs-storageread|write|delete
+                                 blobs, Event Hub {"records": [...]}) and/or StorageBlobLogs (Queue,
+                                 Table, File) table exports: the data-plane evidence
     log-analytics-usage.json     the AzureActivity aggregation of auditor collect azure --workspace
     manifest.json                written by auditor collect azure
 """
@@ -28,7 +31,7 @@ import polars as pl
 
 from auditor import model
 from auditor.catalog import Catalog
-from auditor.connectors.azure import activity_logs, log_analytics
+from auditor.connectors.azure import activity_logs, data_plane, log_analytics, storage_logs
 from auditor.connectors.azure.grants import DATA_ACTIONS, Operations, build_grants
 from auditor.connectors.azure.rbac import (
     ASSIGNMENTS_HINT,
@@ -46,6 +49,7 @@ from auditor.connectors.azure.rbac import (
 )
 from auditor.connectors.azure.rules import AzureRules
 from auditor.connectors.base import Evidence, GrantSet, Progress, UsageRequest, WindowEnd, no_progress, require_complete
+from auditor.coverage import summarize_days
 from auditor.errors import InputError
 from auditor.fileio import DEFAULT_CAP, load_json
 from auditor.ruleset import Rules
@@ -63,6 +67,7 @@ class _Read:
     definitions: dict[str, RoleDefinition]
     principals: dict[str, ServicePrincipal]
     aggregates: tuple[dict[str, Any], ...] = ()
+    grants: pl.DataFrame | None = None
 
 
 @dataclass
@@ -79,11 +84,13 @@ class AzureFiles:
     subscription: str | None = None
     aggregate_files: tuple[Path, ...] = ()
     tag_files: tuple[Path, ...] = ()
+    storage_log_paths: tuple[Path, ...] = ()
     provider: str = "azure"
     name: str = "azure-files"
     _state: _Read | None = field(default=None, repr=False)
     _files: list[Path] | None = field(default=None, repr=False)
     _walk_gaps: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    _storage_walk_gaps: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_dir(cls, root: Path) -> AzureFiles:
@@ -118,6 +125,7 @@ class AzureFiles:
             manifest if isinstance(manifest, dict) else None,
             aggregate_files=aggregates,
             tag_files=tuple(sorted(root.glob("managed-identities*.json"))),
+            storage_log_paths=tuple(p for p in (root / "storage-logs",) if p.is_dir()),
         )
 
     # -- the questions ------------------------------------------------------------------------
@@ -129,7 +137,6 @@ class AzureFiles:
         assignments, assignment_gaps = load_assignments(self.assignment_files)
         subscription = self._subscription(assignments)
         principals = load_service_principals(self.principal_files)
-        self._state = _Read(subscription, operations, definitions, principals, _aggregates(self.aggregate_files))
         found = build_grants(
             subscription,
             assignments,
@@ -140,6 +147,9 @@ class AzureFiles:
             selector,
             azure_rules,
             load_resource_tags(self.tag_files),
+        )
+        self._state = _Read(
+            subscription, operations, definitions, principals, _aggregates(self.aggregate_files), found.grants
         )
         manifest_gaps = [
             model.gap("azure", subscription, str(g.get("scope", "")), str(g.get("reason", "")), "warning")
@@ -207,18 +217,44 @@ class AzureFiles:
             log_analytics.fold_rows(doc["rows"], options, aggregated)
             partial.merge(aggregated)
         origin = self._origin(state)
+        storage = self._storage(options, request, progress)
+        if storage is not None:
+            duplicates_storage = storage.drop_duplicates(storage.usage)
+            partial.unmapped.update(storage.unmapped)
         unmapped = [
             {"provider": "azure", "account": s, "identity": i, "event": e, "calls": n, "reason": r}
             for (s, i, e, r), n in sorted(partial.unmapped.items())
         ]
+        coverage = None
+        storage_gaps: list[dict[str, Any]] = []
+        storage_rows: list[dict[str, Any]] = []
+        if storage is not None:
+            window = (iso_utc(request.window.start), iso_utc(request.window.end))
+            coverage = data_plane.Coverage(storage.covered(*window), _services(storage))
+            storage_gaps = [*self._storage_walk_gaps, *storage.gaps, *_beyond_cap(storage)]
+            storage_rows = _storage_coverage(storage, state.subscription, self._storage_origin(), window)
+            for row in storage_rows if duplicates_storage else ():
+                row["detail"] += f"; {duplicates_storage:,} request(s) read twice counted once (all accounts)"
+        observability = data_plane.observability_rows(
+            state.subscription,
+            state.operations,
+            azure_rules.data_action_reason,
+            azure_rules.unobservable,
+            state.grants if state.grants is not None else model.empty(model.GRANTS),
+            request.agents,
+            coverage,
+            storage_logs.unattributed(storage) if storage is not None else None,
+        )
+        usage = _usage_frame(partial)
         return Evidence(
-            usage=_usage_frame(partial),
+            usage=usage if storage is None else pl.concat([usage, _usage_frame(storage)]),
             unmapped=model.frame(unmapped, model.UNMAPPED),
-            observability=model.frame(_observability(state, azure_rules), model.OBSERVABILITY),
+            observability=model.frame(observability, model.OBSERVABILITY),
+            coverage=model.frame(storage_rows, model.COVERAGE),
             gaps=model.frame(
                 [
                     {"provider": "azure", "account": state.subscription, "severity": "error", **g}
-                    for g in (*self._walk_gaps, *partial.gaps)
+                    for g in (*self._walk_gaps, *partial.gaps, *storage_gaps)
                 ],
                 model.GAPS,
             ).vstack(model.frame(_window_notes(state.aggregates, request), model.GAPS)),
@@ -227,7 +263,7 @@ class AzureFiles:
 
     def inputs(self) -> tuple[str, ...]:
         files = (*self.assignment_files, *self.definition_files, *self.operation_files, *self.log_paths)
-        return tuple(str(p) for p in (*files, *self.aggregate_files, *self.principal_files))
+        return tuple(str(p) for p in (*files, *self.storage_log_paths, *self.aggregate_files, *self.principal_files))
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -240,6 +276,18 @@ class AzureFiles:
             found = activity_logs.find_log_files(self.log_paths) if self.log_paths else ([], [])
             self._files, self._walk_gaps = found
         return self._files
+
+    def _storage(
+        self, options: activity_logs.ScanOptions, request: UsageRequest, progress: Progress
+    ) -> storage_logs.StoragePartial | None:
+        """The storage resource logs folded (None: none given)."""
+        if not self.storage_log_paths:
+            return None
+        files, self._storage_walk_gaps = activity_logs.find_log_files(self.storage_log_paths)
+        return storage_logs.scan(files, options, request.workers, lambda d, t: progress("storage log files", d, t))
+
+    def _storage_origin(self) -> str:
+        return "storage logs " + ", ".join(map(str, self.storage_log_paths))
 
     def _origin(self, state: _Read) -> str:
         origin = ", ".join(map(str, self.log_paths))
@@ -302,27 +350,52 @@ def _split(operations: dict[str, bool], rules: AzureRules) -> Operations:
     )
 
 
-def _observability(state: _Read, rules: AzureRules) -> list[dict[str, Any]]:
-    """What the Activity Log cannot show, for every identity of the subscription: dataActions first
-    (named one by one: their names look like control-plane ones), then the rule patterns (reads)."""
-    data = sorted(n for n, is_data in state.operations.items() if is_data)
-    rows = (
-        [
+def _services(storage: storage_logs.StoragePartial) -> frozenset[str]:
+    return frozenset(scope.rsplit("/", 1)[-1].removesuffix("services") for scope in storage.accounts)
+
+
+def _beyond_cap(storage: storage_logs.StoragePartial) -> list[dict[str, Any]]:
+    if not storage.beyond_cap:
+        return []
+    reason = (
+        f"{storage.beyond_cap:,} storage log record(s) dated after the collection time (or now) were not counted: "
+        "check the clock of whatever wrote them"
+    )
+    return [{"scope": storage.beyond_example, "reason": reason, "count": storage.beyond_cap}]
+
+
+def _storage_coverage(
+    storage: storage_logs.StoragePartial, subscription: str, origin: str, window: tuple[str, str]
+) -> list[dict[str, Any]]:
+    """COVERAGE rows, one per storage account service: covered, or which categories lack which days."""
+    rows = []
+    for scope, account in sorted(storage.accounts.items()):
+        if storage_logs.subscription_of(scope) != subscription:
+            continue
+        missing = storage.missing(scope, *window)
+        skipped = {r: n for (s, r), n in storage.skipped.items() if s == scope}
+        detail = "covered: StorageRead, StorageWrite and StorageDelete records on every day of the window"
+        if missing:
+            detail = "not covered: " + "; ".join(
+                f"no {category} record on {len(days)} day(s) ({summarize_days(days)})"
+                for category, days in missing.items()
+            )
+        detail += "".join(f"; {n:,} skipped: {r}" for r, n in sorted(skipped.items()))
+        days = storage.days.get(scope, {})
+        rows.append(
             {
                 "provider": "azure",
-                "account": state.subscription,
-                "identity": None,
-                "actions": data,
-                "reason": rules.data_action_reason,
+                "account": subscription,
+                "source": f"{origin}: {account.rsplit('/', 1)[-1]} ({scope.rsplit('/', 1)[-1]})",
+                "first_event": parse_iso(storage.first[scope]),
+                "last_event": parse_iso(storage.last[scope]),
+                "days_with_events": len([d for d in days if window[0][:10] <= d <= window[1][:10]]),
+                "events_read": sum(days.values()),
+                "events_in_window": storage.in_window.get(scope, 0),
+                "files_read": storage.files_by_scope.get(scope, 0),
+                "detail": detail,
             }
-        ]
-        if data
-        else []
-    )
-    rows += [
-        {"provider": "azure", "account": state.subscription, "identity": None, "actions": list(globs), "reason": reason}
-        for globs, reason in rules.unobservable
-    ]
+        )
     return rows
 
 
