@@ -372,7 +372,7 @@ class ToolSource:
                     "gateway": spec.gateway,
                     "gateway_targets": {k: s.target for k, s in agent.servers.items()},
                     **(
-                        {"claude_code": {k: [r.text for r in agent.claude.of(k)] for k in ("deny", "ask")}}
+                        {"claude_code": {k: [r.text for r in agent.claude.of(k)] for k in ("deny", "ask", "allow")}}
                         if agent.claude is not None
                         else {}
                     ),
