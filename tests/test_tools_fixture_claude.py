@@ -277,3 +277,21 @@ def test_the_generator_is_deterministic(tmp_path):
     for path in (tmp_path / "tools").rglob("*"):
         if path.is_file():
             assert path.read_bytes() == (ROOT / path.relative_to(tmp_path / "tools")).read_bytes(), path
+
+
+def test_settings_findings_are_in_the_report(result, outputs):
+    out, document = outputs
+    mine = [f for f in document["findings"] if f["identity"] == AGENT]
+    wider = {f["actions"][0]: f for f in mine if f["kind"] == "wider-than-used"}
+    shapes: dict[str, set[str]] = {}
+    for call in in_window(result):
+        if call["tool"] == "Bash" and not call["rejected"]:
+            shapes.setdefault(expected_rule(call), set()).add(call["input"]["command"])
+    assert set(wider) == {rule for rule, seen in shapes.items() if len(seen) <= 3}
+    for rule, finding in wider.items():
+        assert finding["severity"] == "low" and finding["title"].endswith("; ".join(sorted(shapes[rule])))
+    (ignored,) = [f for f in mine if f["kind"] == "ignored-rule"]
+    (write_rule,) = [r for r in _rules("allow") if r.startswith("Write(")]
+    assert write_rule in ignored["title"] and ignored["severity"] == "low"
+    report = (out / "report.md").read_text()
+    assert "`ignored-rule`" in report and "`wider-than-used`" in report
