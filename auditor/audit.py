@@ -253,6 +253,7 @@ def _assemble(
             model.GAPS,
             "gaps",
         ),
+        source_findings=model.concat([e.findings for e in evidence], model.SOURCE_FINDINGS, "source_findings"),
         catalogs=catalogs,
         windows=chosen,
         sources=tuple(path for source in config.sources for path in source.inputs()),

@@ -289,6 +289,9 @@ def build_findings(data: AuditInput, result: DiffResult, rules: Rules, now: date
         pl.col("event").unique().sort(), pl.col("calls").sum()
     )
     unmapped_by = {(r["provider"], r["identity"]): r for r in unmapped.iter_rows(named=True)}
+    stated_by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in data.source_findings.iter_rows(named=True):
+        stated_by[(row["provider"], row["identity"])].append(row)
     # Accounts with days missing from the logs: no activity there is no evidence of dormancy.
     blind = {
         (p, a)
@@ -316,6 +319,8 @@ def build_findings(data: AuditInput, result: DiffResult, rules: Rules, now: date
                 detail="remove the identity or all of its grants (the plan in policies/index.json does)",
             )
         _state_findings(out, key, folded, sev)
+        for stated in stated_by.get(key, ()):
+            out.add(stated["kind"], sev[stated["kind"]], stated["title"], stated["actions"], detail=stated["detail"])
         extra = unmapped_by.get((audit.provider, audit.identity))
         if extra:
             out.add(

@@ -152,6 +152,18 @@ GAPS = {
     "count": pl.UInt64,  # how many records/files this row stands for
 }
 
+#: Findings a source states itself, about its own configuration (a rule the enforcement point accepts
+#: but never applies, an allow rule wider than its use); their severity is the kind's in findings.yaml.
+SOURCE_FINDINGS = {
+    "provider": pl.Utf8,
+    "account": pl.Utf8,
+    "identity": pl.Utf8,
+    "kind": pl.Utf8,  # a finding kind of auditor.ruleset.FINDING_KINDS
+    "title": pl.Utf8,
+    "actions": pl.List(pl.Utf8),
+    "detail": pl.Utf8,
+}
+
 FRAME_SCHEMAS: dict[str, dict[str, Any]] = {
     "identities": IDENTITIES,
     "grants": GRANTS,
@@ -162,6 +174,7 @@ FRAME_SCHEMAS: dict[str, dict[str, Any]] = {
     "observability": OBSERVABILITY,
     "coverage": COVERAGE,
     "gaps": GAPS,
+    "source_findings": SOURCE_FINDINGS,
 }
 
 
@@ -231,6 +244,7 @@ class AuditInput:
     observability: pl.DataFrame = field(default_factory=lambda: empty(OBSERVABILITY))
     coverage: pl.DataFrame = field(default_factory=lambda: empty(COVERAGE))
     gaps: pl.DataFrame = field(default_factory=lambda: empty(GAPS))
+    source_findings: pl.DataFrame = field(default_factory=lambda: empty(SOURCE_FINDINGS))
     catalogs: Mapping[str, Catalog] = field(default_factory=dict)
     windows: Mapping[str, Window] = field(default_factory=dict)
     sources: tuple[str, ...] = ()

@@ -42,6 +42,9 @@ FINDING_KINDS = (
     "unobservable-grant",
     "used-not-granted",
     "unmapped-events",
+    "ignored-restriction",
+    "ignored-rule",
+    "wider-than-used",
 )
 
 T = TypeVar("T")

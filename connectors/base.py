@@ -99,6 +99,7 @@ class Evidence:
     gaps: pl.DataFrame = field(default_factory=lambda: model.empty(model.GAPS))
     logs: tuple[LogStats, ...] = ()
     notes: dict[str, list[str]] = field(default_factory=dict)  # identity -> facts for the report
+    findings: pl.DataFrame = field(default_factory=lambda: model.empty(model.SOURCE_FINDINGS))
 
 
 @dataclass(frozen=True)

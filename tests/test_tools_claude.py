@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 from claude_support import claude_layer, settings, telemetry_line, write_json
-from conftest import END
+from conftest import END, run_cli
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -118,10 +118,10 @@ def test_the_audit_of_a_claude_code_agent(tmp_path):
     assert perms["granted"].to_list() == [False] and perms["denied_calls"].to_list() == [1]  # asked; refused
     destructive = dict(result.permissions.select("action", "destructive").iter_rows())
     assert destructive["builtin.Bash(npm run test:*)"] and not destructive["builtin.Bash(git status)"]
-    (notes,) = result.data.identities.filter(pl.col("identity") == "agent://lab/dev")["notes"].to_list()
-    notes = " ".join(notes)
-    assert "Write(docs/**) is accepted but never applied" in notes
-    assert "Bash(npm *) is wider than used" in notes
+    found = {(k, t.split(" is ")[0]) for k, t in result.findings.select("kind", "title").iter_rows()}
+    assert ("ignored-rule", "Claude Code allow rule Write(docs/**)") in found
+    assert ("wider-than-used", "Claude Code allow rule Bash(npm *)") not in found  # a narrower rule took its calls
+    assert ("wider-than-used", "Claude Code allow rule Bash(npm run test:*)") in found  # one command only
     permissions = _fragment(tmp_path, result)["permissions"]
     assert "Bash(npm run test:*)" in permissions["ask"]  # destructive and used: a human approves
     assert {"Bash(rm -rf:*)", "Bash(git push:*)"} <= set(permissions["deny"]) | set(permissions["ask"])
@@ -215,3 +215,15 @@ def test_the_reduced_settings_allow_every_call_the_settings_allowed_and_deny_unu
                 assert rule not in [r.text for r in after.of("allow")]
                 if not used_tools:
                     assert rule in [r.text for r in after.of("deny")]
+
+
+def test_a_deny_claude_code_never_applies_is_a_high_finding_counted_by_fail_on(tmp_path):
+    def run(deny: str) -> tuple[int, list[str]]:
+        root = tmp_path / deny.split("(")[0]
+        manifest = claude_layer(root, {"project": settings(deny=[deny])}, [])
+        code = run_cli("audit", "--tools-manifest", manifest, "--out", root / "out", "--fail-on", "high", "-q").code
+        report = json.loads((root / "out" / "report.json").read_text())
+        return code, [f["kind"] for f in report["findings"] if f["severity"] in ("high", "critical")]
+
+    assert run("Write(./secrets/**)") == (1, ["ignored-restriction"])  # Write path rules are not consulted
+    assert run("Edit(./secrets/**)") == (0, [])  # the rule that does apply to writes

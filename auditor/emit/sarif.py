@@ -39,6 +39,9 @@ KINDS = {
     "used-not-granted": "Permissions used without an identity-policy grant.",
     "dormant-identity": "Agent identity with no activity in the window.",
     "unmapped-events": "Calls that could not be mapped to a permission.",
+    "ignored-restriction": "A deny or ask rule the enforcement point accepts but never applies: it blocks nothing.",
+    "ignored-rule": "An allow rule the enforcement point accepts but never applies.",
+    "wider-than-used": "An allow rule wider than its use in the window: narrow it.",
 }
 
 

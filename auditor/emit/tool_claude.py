@@ -7,7 +7,8 @@ an agent's code are not Claude Code's to enforce and are left out.
 For an agent whose Claude Code settings were read, this is the reduced settings fragment: its
 allow rules are kept only where used (a used destructive one moves to ``ask``), unused destructive
 ones are denied, and every deny and ask rule of its settings is carried over as written, so the
-fragment never allows what the settings refuse or ask for.
+fragment never allows what the settings refuse or ask for. An MCP tool no allow rule of its
+settings covered was approved call by call: it stays in ``ask``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
+from auditor.connectors.tools import claude_settings
 from auditor.connectors.tools.inventory import BUILTIN, FUNCTION, UNLISTED, split_id
 from auditor.emit.tool_decisions import Decisions
 
@@ -51,6 +53,15 @@ def fragment(decisions: Decisions, keep: dict[str, list[str]] | None = None) -> 
     # (its calls fall back to asking) rather than denied, so no deny can block a call of the window
     called = {_tool_of(split_id(t)[1]) for t in decisions.called if split_id(t)[0] == BUILTIN}
     out["deny"] = [r for r in out["deny"] if r.startswith("mcp__") or _tool_of(r) not in called]
+    if keep is not None and "allow" in keep:
+        granted = [claude_settings.parse("allow", r, "", "settings") for r in keep["allow"]]
+        asked = {
+            r
+            for r in out["allow"]
+            if r.startswith("mcp__") and not any(claude_settings.matches(g, r, {}, "/") for g in granted)
+        }
+        out["allow"] = [r for r in out["allow"] if r not in asked]
+        out["ask"] += sorted(asked)
     for kind in ("deny", "ask"):
         out[kind] += (keep or {}).get(kind, [])
     return {"permissions": {k: sorted(set(v)) for k, v in out.items()}}

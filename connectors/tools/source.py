@@ -40,6 +40,7 @@ from auditor.selection import AgentSelector
 from auditor.timefmt import iso_utc, parse_iso
 
 PROVIDER = "tools"
+WIDER_SHAPES = 3  # an allow wildcard whose calls show at most this many inputs is wider than used
 _TIME = pl.Datetime("us", "UTC")
 
 
@@ -121,6 +122,7 @@ class ToolSource:
     _claude_blind: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set), repr=False)
     _claude_gaps: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _subjects: dict[Call, tuple[str, list[str]]] = field(default_factory=dict, repr=False)  # what a call matched
+    _stated: list[dict[str, Any]] = field(default_factory=list, repr=False)  # SOURCE_FINDINGS rows
 
     # -- the questions ------------------------------------------------------------------------
 
@@ -217,11 +219,19 @@ class ToolSource:
             row = counts.setdefault((agent.identity, name, call.outcome, call.evidence), [0, call.when, call.when])
             row[0] += 1
             row[1], row[2] = min(row[1], call.when), max(row[2], call.when)
+        stated = [s for s in self._stated if s["identity"] in request.agents]
         for (identity, rule), seen in sorted(subjects.items()):
-            if "*" in rule and 0 < len(seen) <= 3:
-                self._notes[identity].append(
-                    f"Claude Code allow rule {rule} is wider than used: in the window it matched only "
-                    + "; ".join(sorted(seen))
+            if "*" in rule and 0 < len(seen) <= WIDER_SHAPES:
+                stated.append(
+                    _stated(
+                        project,
+                        identity,
+                        "wider-than-used",
+                        f"Claude Code allow rule {rule} is wider than used: in the window it matched only "
+                        + "; ".join(sorted(seen)),
+                        [f"{BUILTIN}.{rule}"],
+                        "allow just these (one rule each) and drop the wildcard",
+                    )
                 )
         usage = [
             {
@@ -254,6 +264,7 @@ class ToolSource:
             gaps=model.frame(self._gaps(scan, strangers, project), model.GAPS),
             logs=(self._stats(scan, resolved, start, end, cap, project),),
             notes=dict(self._notes),
+            findings=model.frame(stated, model.SOURCE_FINDINGS),
         )
 
     def inputs(self) -> tuple[str, ...]:
@@ -301,9 +312,16 @@ class ToolSource:
         if claude is not None:
             agent.claude = claude_settings.load(claude.managed, claude.user, claude.project)
             notes += agent.claude.notes
-            notes += [
-                f"Claude Code {r.scope} settings {r.origin}: {r.kind} rule {r.text} is accepted but never "
-                f"applied ({why})"
+            self._stated += [
+                _stated(
+                    manifest.project,
+                    agent.identity,
+                    "ignored-rule" if r.kind == "allow" else "ignored-restriction",
+                    f"Claude Code {r.kind} rule {r.text} is accepted but never applied: {why}",
+                    r.catalog_names() if r.kind == "allow" else [],
+                    f"{r.scope} settings {r.origin}"
+                    + ("" if r.kind == "allow" else f": what it means to {r.kind} is not {r.kind}ed; fix the rule"),
+                )
                 for r, why in agent.claude.ignored
             ]
             whole = {r.tool for r in agent.claude.of("deny") if r.specifier is None}
@@ -372,7 +390,7 @@ class ToolSource:
                     "gateway": spec.gateway,
                     "gateway_targets": {k: s.target for k, s in agent.servers.items()},
                     **(
-                        {"claude_code": {k: [r.text for r in agent.claude.of(k)] for k in ("deny", "ask")}}
+                        {"claude_code": {k: [r.text for r in agent.claude.of(k)] for k in ("deny", "ask", "allow")}}
                         if agent.claude is not None
                         else {}
                     ),
@@ -634,6 +652,18 @@ def _statement(
     }
 
 
+def _stated(project: str, identity: str, kind: str, title: str, actions: list[str], detail: str) -> dict[str, Any]:
+    return {
+        "provider": PROVIDER,
+        "account": project,
+        "identity": identity,
+        "kind": kind,
+        "title": title,
+        "actions": actions,
+        "detail": detail,
+    }
+
+
 def _blind(project: str, identity: str, actions: list[str], reason: str) -> dict[str, Any]:
     return {"provider": PROVIDER, "account": project, "identity": identity, "actions": actions, "reason": reason}
 
@@ -649,8 +679,9 @@ def _subject(tool_input: dict[str, Any] | None) -> str:
 def _claude_permission(
     settings: claude_settings.Settings, call: claude_usage.ClaudeCall
 ) -> tuple[str, str, list[str], list[str]]:
-    """(the permission a Claude Code call used, its subject, the allow rules it matched, the allow
-    rules it may have matched but whose match its unrecorded input cannot tell)."""
+    """(the permission a Claude Code call used, its subject, the allow rule it counts for (the
+    narrowest it matched: a wider one's calls are not its use), the allow rules it may have matched
+    but whose match its unrecorded input cannot tell)."""
     if call.tool.startswith("mcp__"):
         return call.tool, "", [], []
     kind, allowed, undecided = settings.decide(call.tool, call.tool_input)
@@ -664,5 +695,5 @@ def _claude_permission(
         ]
     if kind == "allow":
         rule = max(allowed, key=lambda r: (r.specifier is not None, len(r.text)))
-        return rule.catalog_names()[0], _subject(call.tool_input), [r.text for r in allowed], candidates
+        return rule.catalog_names()[0], _subject(call.tool_input), [rule.text], candidates
     return f"{BUILTIN}.{call.tool}", "", [], candidates
