@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 import yaml
-from claude_support import claude_layer, settings, telemetry_line, write_json
+from claude_support import claude_layer, settings, telemetry_line, transcript_lines, write_json
 from conftest import END, run_cli
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -227,3 +227,75 @@ def test_a_deny_claude_code_never_applies_is_a_high_finding_counted_by_fail_on(t
 
     assert run("Write(./secrets/**)") == (1, ["ignored-restriction"])  # Write path rules are not consulted
     assert run("Edit(./secrets/**)") == (0, [])  # the rule that does apply to writes
+
+
+def _two_agents(root: Path, extra: dict | None = None) -> tuple[Path, dict[str, list[str]]]:
+    """Agents ``web`` (project folder /home/a/web) and ``api`` (project -home-b-api and session sC)
+    reading the same transcripts folder and one telemetry export holding sessions sA (web), sB and
+    sC (api) and sD (nobody's). Returns the manifest and, per session, the commands it ran."""
+    write_json(root / "home.json", settings(allow=["Bash(make *)", "Bash(npm *)"]))
+    commands = {"sA": ["make web"] * 3, "sB": ["npm test"] * 2, "sC": ["make api"], "sD": ["npm ci"] * 4}
+    folders = {"sA": "-home-a-web", "sB": "-home-b-api"}
+    early, late = END - timedelta(days=30, hours=-1), END - timedelta(hours=1)
+    records = []
+    for session, ran in commands.items():
+        records.append((early, "user_prompt", {"session.id": session}))  # every session from the window start
+        for index, command in enumerate(ran):
+            attrs = {"session.id": session, "tool_name": "Bash", "tool_use_id": f"{session}-{index}"}
+            attrs["tool_parameters"] = json.dumps({"bash_command": command})
+            records.append((late, "tool_result", {**attrs, "success": "true"}))
+        if session in folders:  # its transcript, with the same calls: counted once
+            calls = [(f"{session}-{i}", "Bash", {"command": c}, None) for i, c in enumerate(ran)]
+            path = root / "projects" / folders[session] / f"{session}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(transcript_lines(session, calls, late))
+    (root / "telemetry.jsonl").write_text(telemetry_line(records))
+    shared = {"user": "home.json", "transcripts": ["projects"], "telemetry": ["telemetry.jsonl"]}
+    agents = [
+        {"name": "web", "claude_code": {**shared, "projects": ["/home/a/web"]}},
+        {"name": "api", "claude_code": {**shared, "projects": ["-home-b-api"], "sessions": ["sC"]}},
+        *([extra] if extra else []),
+    ]
+    (root / "agents.yaml").write_text(yaml.safe_dump({"version": 1, "project": "lab", "agents": agents}))
+    return root / "agents.yaml", commands
+
+
+def _calls_of(result, agent: str) -> dict[str, int]:
+    rows = result.permissions.filter((pl.col("identity") == f"agent://lab/{agent}") & (pl.col("calls") > 0))
+    return dict(rows.select("action", "calls").iter_rows())
+
+
+def _expected(commands: dict[str, list[str]], sessions: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for session in sessions:
+        for command in commands[session]:
+            rule = "builtin.Bash(make *)" if command.startswith("make ") else "builtin.Bash(npm *)"
+            out[rule] = out.get(rule, 0) + 1
+    return out
+
+
+def test_one_export_holding_two_agents_sessions_is_split_by_project_and_session(tmp_path):
+    manifest, commands = _two_agents(tmp_path / "layer")
+    result = audit_tools(manifest)
+    assert _calls_of(result, "web") == _expected(commands, ["sA"])
+    assert _calls_of(result, "api") == _expected(commands, ["sB", "sC"])
+    reasons = " ".join(result.data.gaps["reason"].to_list())
+    assert "1 session(s) in the Claude Code inputs that no agent's" in reasons and "sD" in reasons
+
+
+def test_an_agent_naming_no_session_takes_the_sessions_no_agent_names(tmp_path):
+    shared = {"user": "home.json", "transcripts": ["projects"], "telemetry": ["telemetry.jsonl"]}
+    manifest, commands = _two_agents(tmp_path / "layer", {"name": "rest", "claude_code": shared})
+    result = audit_tools(manifest)
+    assert _calls_of(result, "rest") == _expected(commands, ["sD"])
+    assert _calls_of(result, "web") == _expected(commands, ["sA"])
+    assert "no agent's" not in " ".join(result.data.gaps["reason"].to_list())
+
+
+def test_a_session_two_agents_name_counts_for_neither(tmp_path):
+    both = {"user": "home.json", "transcripts": ["projects"], "telemetry": ["telemetry.jsonl"], "sessions": ["sA"]}
+    manifest, commands = _two_agents(tmp_path / "layer", {"name": "twin", "claude_code": both})
+    result = audit_tools(manifest)
+    assert _calls_of(result, "web") == {} and _calls_of(result, "twin") == {}
+    assert any("named by agents twin, web" in r for r in result.data.gaps["reason"].to_list())
+    assert _calls_of(result, "api") == _expected(commands, ["sB", "sC"])

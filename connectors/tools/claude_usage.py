@@ -11,6 +11,10 @@ event name in the ``event.name`` attribute or the body (``claude_code.tool_resul
 ``decision_source``, and with ``OTEL_LOG_TOOL_DETAILS=1`` the input (``tool_input``, or
 ``tool_parameters``: ``bash_command``, ``mcp_server_name`` + ``mcp_tool_name`` for ``mcp_tool``).
 
+A session is told by its id (``sessionId`` of a transcript line, ``session.id`` of an event) and
+its project by the transcript's folder (``~/.claude/projects/<encoded cwd>/``) or ``cwd``: the
+manifest maps sessions and projects to agents, so one export can hold several agents' sessions.
+
 One call, one count: a call seen in both (the same ``tool_use_id``) or twice counts once. Outcome:
 a rejected decision, or a result Claude Code wrote for a refused call (``claude_code_refusals`` of
 ``tools/classification.yaml``), is ``denied``; any other call, failed or not, is ``used``.
@@ -18,6 +22,7 @@ a rejected decision, or a result Claude Code wrote for a refused call (``claude_
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -49,12 +54,19 @@ class ClaudeCall:
 class ClaudeScan:
     calls: list[ClaudeCall] = field(default_factory=list)
     sessions: dict[str, tuple[str, str]] = field(default_factory=dict)  # session -> (first, last) record time
+    projects: dict[str, set[str]] = field(default_factory=dict)  # session -> its projects folder, encoded cwd
     problems: list[tuple[str, str]] = field(default_factory=list)  # (where, reason)
     duplicates: int = 0
 
     def saw(self, session: str, when: str) -> None:
         first, last = self.sessions.get(session, (when, when))
         self.sessions[session] = (min(first, when), max(last, when))
+
+
+def project_folder(cwd: str) -> str:
+    """The folder of ``~/.claude/projects/`` Claude Code keeps a working directory's sessions in
+    (every character other than a letter, a digit or ``-`` becomes ``-``); a folder name is kept."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", cwd)
 
 
 def _lines(path: Path, max_bytes: int) -> Iterator[tuple[int, Any]]:
@@ -93,6 +105,9 @@ def read_transcript(path: Path, max_bytes: int, is_refusal: Callable[[str], bool
         if when is None:
             continue  # summaries and snapshots carry no time and no tool call
         scan.saw(session, when)
+        folders = scan.projects.setdefault(session, {path.parent.name})
+        if isinstance(line.get("cwd"), str):
+            folders.add(project_folder(line["cwd"]))
         message = line.get("message")
         content = message.get("content") if isinstance(message, dict) else None
         for block in content if isinstance(content, list) else []:

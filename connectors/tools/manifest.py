@@ -18,6 +18,7 @@ import jsonschema
 import yaml
 
 from auditor import fileio
+from auditor.connectors.tools.claude_usage import project_folder
 from auditor.errors import InputError
 
 DEFAULT_PROJECT = "local"
@@ -34,6 +35,13 @@ class ClaudeCodeSpec:
     project: Path | None
     transcripts: tuple[Path, ...]
     telemetry: tuple[Path, ...]
+    sessions: frozenset[str] = frozenset()  # session ids of this agent
+    projects: frozenset[str] = frozenset()  # ~/.claude/projects/<folder> names of this agent
+
+    @property
+    def selective(self) -> bool:
+        """Whether the agent names its sessions (else it takes every session no other agent names)."""
+        return bool(self.sessions or self.projects)
 
 
 @dataclass(frozen=True)
@@ -125,4 +133,6 @@ def _claude_code(entry: dict[str, Any] | None, base: Path) -> ClaudeCodeSpec | N
         project=path("project"),
         transcripts=tuple(base / p for p in entry.get("transcripts", ())),
         telemetry=tuple(base / p for p in entry.get("telemetry", ())),
+        sessions=frozenset(entry.get("sessions", ())),
+        projects=frozenset(project_folder(p) for p in entry.get("projects", ())),
     )

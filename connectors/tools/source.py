@@ -474,29 +474,101 @@ class ToolSource:
             spans = resolve(self._read_traces(None).spans, tool_rules.is_refusal)
             activity = dict(spans.activity)
             calls, duplicates = list(spans.calls), spans.duplicates
-            for agent in {id(a): a for a in self._agents.values()}.values():
-                if agent.spec.claude_code is not None:
-                    duplicates += self._claude_calls(agent, tool_rules, calls, activity)
+            claude = [a for a in {id(a): a for a in self._agents.values()}.values() if a.spec.claude_code is not None]
+            scans = {a.identity: self._claude_scan(a, tool_rules) for a in claude}
+            owners = self._session_owners(claude, scans)
+            taken: set[str] = set()
+            for agent in claude:
+                duplicates += self._claude_calls(agent, scans[agent.identity], owners, calls, activity, taken)
+            dropped = {s for scan in scans.values() for s in scan.sessions} - taken - set(owners)
+            if dropped:
+                self._claude_gaps.append(
+                    model.gap(
+                        PROVIDER,
+                        self._read().project,
+                        "Claude Code sessions",
+                        f"{len(dropped)} session(s) in the Claude Code inputs that no agent's `sessions` or "
+                        f"`projects` names (e.g. {min(dropped)}): not counted for any agent",
+                        "warning",
+                        len(dropped),
+                    )
+                )
             self._resolved = Resolved(calls, activity, duplicates, spans.merged)
         return self._resolved
 
-    def _claude_calls(
-        self, agent: AgentTools, tool_rules: ToolRules, calls: list[Call], activity: dict[str, tuple[str, str]]
-    ) -> int:
-        """Add the agent's Claude Code calls (each named by the permission it used) and activity."""
-        spec, settings = agent.spec.claude_code, agent.claude
-        assert spec is not None and settings is not None
+    def _claude_scan(self, agent: AgentTools, tool_rules: ToolRules) -> claude_usage.ClaudeScan:
+        spec = agent.spec.claude_code
+        assert spec is not None
         scan = claude_usage.read(
             list(spec.transcripts), list(spec.telemetry), self.max_file_bytes, tool_rules.is_claude_refusal
         )
         project = self._read().project
-        self._claude_gaps += [model.gap(PROVIDER, project, where, reason, "warning") for where, reason in scan.problems]
-        for first, last in scan.sessions.values():
+        for where, reason in scan.problems:  # files several agents read: one gap each
+            row = model.gap(PROVIDER, project, where, reason, "warning")
+            if row not in self._claude_gaps:
+                self._claude_gaps.append(row)
+        return scan
+
+    def _session_owners(
+        self, agents: list[AgentTools], scans: dict[str, claude_usage.ClaudeScan]
+    ) -> dict[str, str | None]:
+        """Session -> the agent whose ``sessions`` or ``projects`` name it (None: several do, so it
+        counts for none). A session's project is known from its transcript, for its telemetry too."""
+        projects: dict[str, set[str]] = defaultdict(set)
+        for scan in scans.values():
+            for session, folders in scan.projects.items():
+                projects[session] |= folders
+        owners: dict[str, str | None] = {}
+        for session in sorted({s for scan in scans.values() for s in scan.sessions}):
+            names = sorted(
+                a.spec.name
+                for a in agents
+                if a.spec.claude_code is not None
+                and (session in a.spec.claude_code.sessions or projects[session] & a.spec.claude_code.projects)
+            )
+            if len(names) > 1:
+                self._claude_gaps.append(
+                    model.gap(
+                        PROVIDER,
+                        self._read().project,
+                        f"Claude Code session {session}",
+                        f"named by agents {', '.join(names)}: counted for none (name it in one agent only)",
+                        "warning",
+                    )
+                )
+            if names:
+                owners[session] = names[0] if len(names) == 1 else None
+        return owners
+
+    def _claude_calls(
+        self,
+        agent: AgentTools,
+        scan: claude_usage.ClaudeScan,
+        owners: dict[str, str | None],
+        calls: list[Call],
+        activity: dict[str, tuple[str, str]],
+        taken: set[str],
+    ) -> int:
+        """Add the agent's Claude Code calls (each named by the permission it used) and activity:
+        those of the sessions it names, or, when it names none, of every session no agent names."""
+        spec, settings = agent.spec.claude_code, agent.claude
+        assert spec is not None and settings is not None
+        project = self._read().project
+
+        def mine(session: str) -> bool:
+            return owners[session] == agent.spec.name if session in owners else not spec.selective
+
+        for session, (first, last) in scan.sessions.items():
+            if not mine(session):
+                continue
+            taken.add(session)
             self._claude_times += [first, last]
             known = activity.get(agent.spec.name)
             activity[agent.spec.name] = (min(first, known[0]), max(last, known[1])) if known else (first, last)
         unnamed = 0
         for call in scan.calls:
+            if not mine(call.session):
+                continue
             if call.tool == "mcp_tool":  # telemetry without OTEL_LOG_TOOL_DETAILS: the MCP tool is not named
                 unnamed += 1
                 continue
