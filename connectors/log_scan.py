@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -238,6 +238,29 @@ class EventClock:
 
 
 T = TypeVar("T", bound=ScanCounters)
+
+
+def dated_records(
+    raws: Iterable[Any], normalize: Callable[[Any], Any], cap: str, out: ScanCounters, origin: str
+) -> Iterator[tuple[Any, str]]:
+    """Each raw record normalized (an object with a ``time``) with its canonical time, no later than
+    ``cap``; records that do not normalize, cannot be dated or are dated beyond the cap are counted
+    in ``out`` as input problems instead."""
+    clock = EventClock(cap)
+    for index, raw in enumerate(raws):
+        try:
+            record = normalize(raw)
+        except (ValueError, TypeError, AttributeError) as exc:
+            out.bad_record(origin, f"record {index}", exc)
+            continue
+        when = clock.canonical(record.time) if isinstance(record.time, str) else None
+        if when is None:
+            out.bad_record(origin, f"record {index}", ValueError(f"impossible time {str(record.time)[:40]!r}"))
+            continue
+        if when > cap:
+            out.after_cap(origin, when)
+            continue
+        yield record, when
 
 
 def _die_with_parent() -> None:

@@ -18,7 +18,15 @@ from typing import Any, ClassVar
 
 from auditor.connectors.azure.activity_records import NotActivityLog, Record, decode, normalize
 from auditor.connectors.azure.rules import AzureRules
-from auditor.connectors.log_scan import EventClock, ScanCounters, batches_of, fold_files, newest_event, problem_row
+from auditor.connectors.log_scan import (
+    EventClock,
+    ScanCounters,
+    batches_of,
+    dated_records,
+    fold_files,
+    newest_event,
+    problem_row,
+)
 from auditor.errors import InputError
 from auditor.fileio import DEFAULT_CAP, read_input, walk_files
 
@@ -81,21 +89,8 @@ def _principal(record: Record, options: ScanOptions) -> str | None:
 
 
 def fold(records: Sequence[Any], options: ScanOptions, out: Partial, origin: str) -> None:
-    clock = EventClock(options.cap)
-    start, end, cap, keep = options.start, options.end, options.cap, options.identities
-    for index, raw in enumerate(records):
-        try:
-            record = normalize(raw)
-        except (ValueError, TypeError, AttributeError) as exc:
-            out.bad_record(origin, f"record {index}", exc)
-            continue
-        when = clock.canonical(record.time) if isinstance(record.time, str) else None
-        if when is None:
-            out.bad_record(origin, f"record {index}", ValueError(f"impossible time {str(record.time)[:40]!r}"))
-            continue
-        if when > cap:
-            out.after_cap(origin, when)
-            continue
+    start, end, keep = options.start, options.end, options.identities
+    for record, when in dated_records(records, normalize, options.cap, out, origin):
         scope = record.subscription or "?"
         out.saw(scope, when, when, {when[:10]: 1})
         if when < start or when > end:

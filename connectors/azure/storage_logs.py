@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from auditor.connectors.azure.activity_logs import UNKNOWN_OPERATION, Partial, ScanOptions
 from auditor.connectors.azure.activity_records import NotActivityLog, decode
 from auditor.connectors.azure.storage_records import CATEGORIES, IDENTITY_AUTH, StorageRecord, normalize
-from auditor.connectors.log_scan import EventClock, batches_of, fold_files
+from auditor.connectors.log_scan import batches_of, dated_records, fold_files
 from auditor.coverage import missing_days
 from auditor.errors import InputError
 from auditor.fileio import read_input
@@ -100,20 +100,7 @@ def _principal(record: StorageRecord, options: ScanOptions) -> str | None:
 
 
 def fold(records: Sequence[Any], options: ScanOptions, out: StoragePartial, origin: str) -> None:
-    clock = EventClock(options.cap)
-    for index, raw in enumerate(records):
-        try:
-            record = normalize(raw)
-        except (ValueError, TypeError, AttributeError) as exc:
-            out.bad_record(origin, f"record {index}", exc)
-            continue
-        when = clock.canonical(record.time)
-        if when is None:
-            out.bad_record(origin, f"record {index}", ValueError(f"impossible time {record.time[:40]!r}"))
-            continue
-        if when > options.cap:
-            out.after_cap(origin, when)
-            continue
+    for record, when in dated_records(records, normalize, options.cap, out, origin):
         scope = scope_key(record.account, record.service)
         out.accounts.setdefault(scope, record.account)
         out.saw(scope, when, when, {when[:10]: 1})
