@@ -12,7 +12,7 @@ selection, the window, coverage and missing days, the rescan when the window mov
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ from auditor.catalog import Catalog
 from auditor.errors import InputError
 from auditor.ruleset import Rules
 from auditor.selection import AgentSelector
+from auditor.timefmt import iso_utc
 
 #: Progress callback: (what, done, total). Sources call it; the CLI draws it on a TTY.
 Progress = Callable[[str, int, int], None]
@@ -131,6 +132,22 @@ class Source(Protocol):
     def inputs(self) -> tuple[str, ...]:
         """The files and APIs read, for the report."""
         ...
+
+
+def aggregate_window_gaps(
+    provider: str, engine: str, docs: Sequence[dict[str, Any]], request: UsageRequest
+) -> list[dict[str, Any]]:
+    """A warning when the audit window is not the one an engine's aggregation was computed over."""
+    if not docs:
+        return []
+    window = docs[0].get("window") or {}
+    start, end = str(window.get("start", "")), str(window.get("end", ""))
+    if (start, end) == (iso_utc(request.window.start), iso_utc(request.window.end)):
+        return []
+    reason = (
+        f"{engine} usage was aggregated over {start} .. {end}, not the audit window: --days/--until do not re-window it"
+    )
+    return [model.gap(provider, None, "window", reason, "warning")]
 
 
 def require_complete(manifest: dict[str, Any], path: Path, command: str) -> None:

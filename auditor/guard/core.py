@@ -102,13 +102,9 @@ class Guard:
             return
         name, verdict = worst
         if verdict.decision == "deny":
-            self._record(base, "blocked", verdict, params)
-            raise ActionBlocked(
-                f"{self.policy.name or self.policy.identity}: {name} is blocked ({verdict.rule}): {verdict.reason}",
-                identity=self.policy.identity,
-                action=name,
-                rule=verdict.rule,
-                reason=verdict.reason,
+            who = self.policy.name or self.policy.identity
+            raise self._blocked(
+                base, name, verdict, params, f"{who}: {name} is blocked ({verdict.rule}): {verdict.reason}"
             )
         gated = [n for n, v in verdicts if v.decision == "require_approval"]
         self._approve(base, " + ".join(gated), verdict, params)
@@ -118,13 +114,12 @@ class Guard:
         who = self.policy.name or self.policy.identity
         if queue is None:
             reason = f"{verdict.reason}; it needs a human's approval and the guard has no approval queue"
-            self._record(base, "blocked", Verdict("deny", verdict.rule, reason, verdict.severity), params)
-            raise ActionBlocked(
+            raise self._blocked(
+                base,
+                target,
+                Verdict("deny", verdict.rule, reason, verdict.severity),
+                params,
                 f"{who}: {target} needs approval ({verdict.rule}) and no approval queue is configured",
-                identity=self.policy.identity,
-                action=target,
-                rule=verdict.rule,
-                reason=reason,
             )
         from auditor.approvals.base import QueueError
 
@@ -144,13 +139,12 @@ class Guard:
             answer = queue.wait(request.id, timeout_s=self.approval_timeout + 5.0)
         except QueueError as exc:
             reason = f"{verdict.reason}; the approval queue failed: {exc}"
-            self._record(base, "blocked", Verdict("deny", verdict.rule, reason, verdict.severity), safe)
-            raise ActionBlocked(
+            raise self._blocked(
+                base,
+                target,
+                Verdict("deny", verdict.rule, reason, verdict.severity),
+                safe,
                 f"{who}: {target} needs approval and the approval queue failed: {exc}",
-                identity=self.policy.identity,
-                action=target,
-                rule=verdict.rule,
-                reason=reason,
             ) from exc
         status = answer.status if answer.status in ("approved", "denied") else "expired"
         extra = {"request_id": answer.id, "approver": answer.decided_by, "note": answer.note}
@@ -169,6 +163,15 @@ class Guard:
             status=status,
             approver=answer.decided_by,
             note=answer.note,
+        )
+
+    def _blocked(
+        self, base: dict[str, Any], target: str, verdict: Verdict, params: Mapping[str, Any] | None, message: str
+    ) -> ActionBlocked:
+        """Log a refused call and return the exception the caller raises."""
+        self._record(base, "blocked", verdict, params)
+        return ActionBlocked(
+            message, identity=self.policy.identity, action=target, rule=verdict.rule, reason=verdict.reason
         )
 
     def _open_queue(self) -> ApprovalQueue | None:

@@ -48,7 +48,16 @@ from auditor.connectors.azure.rbac import (
     load_service_principals,
 )
 from auditor.connectors.azure.rules import AzureRules
-from auditor.connectors.base import Evidence, GrantSet, Progress, UsageRequest, WindowEnd, no_progress, require_complete
+from auditor.connectors.base import (
+    Evidence,
+    GrantSet,
+    Progress,
+    UsageRequest,
+    WindowEnd,
+    aggregate_window_gaps,
+    no_progress,
+    require_complete,
+)
 from auditor.coverage import summarize_days
 from auditor.errors import InputError
 from auditor.fileio import DEFAULT_CAP, load_json
@@ -257,7 +266,9 @@ class AzureFiles:
                     for g in (*self._walk_gaps, *partial.gaps, *storage_gaps)
                 ],
                 model.GAPS,
-            ).vstack(model.frame(_window_notes(state.aggregates, request), model.GAPS)),
+            ).vstack(
+                model.frame(aggregate_window_gaps("azure", "Log Analytics", state.aggregates, request), model.GAPS)
+            ),
             logs=(partial.stats("azure", f"Activity Log {origin}", duplicates),),
         )
 
@@ -323,21 +334,6 @@ def _aggregates(files: Sequence[Path]) -> tuple[dict[str, Any], ...]:
             raise InputError(f"{path}: not an auditor Log Analytics usage file (format {log_analytics.FORMAT})")
         docs.append(doc)
     return tuple(docs)
-
-
-def _window_notes(docs: Sequence[dict[str, Any]], request: UsageRequest) -> list[dict[str, Any]]:
-    """A warning when the audit window is not the one the aggregation was computed over."""
-    if not docs:
-        return []
-    window = docs[0].get("window") or {}
-    start, end = str(window.get("start", "")), str(window.get("end", ""))
-    if (start, end) == (iso_utc(request.window.start), iso_utc(request.window.end)):
-        return []
-    reason = (
-        f"Log Analytics usage was aggregated over {start} .. {end}, not the audit window: "
-        "--days/--until do not re-window it"
-    )
-    return [model.gap("azure", None, "window", reason, "warning")]
 
 
 def _split(operations: dict[str, bool], rules: AzureRules) -> Operations:

@@ -27,7 +27,16 @@ import polars as pl
 
 from auditor import model
 from auditor.catalog import Catalog
-from auditor.connectors.base import Evidence, GrantSet, Progress, UsageRequest, WindowEnd, no_progress, require_complete
+from auditor.connectors.base import (
+    Evidence,
+    GrantSet,
+    Progress,
+    UsageRequest,
+    WindowEnd,
+    aggregate_window_gaps,
+    no_progress,
+    require_complete,
+)
 from auditor.connectors.gcp import audit_logs as gcp_logs
 from auditor.connectors.gcp import methods
 from auditor.connectors.gcp.bigquery import FORMAT as AGGREGATE_FORMAT
@@ -236,7 +245,7 @@ class GcpFiles:
                     {"provider": "gcp", "account": project, "severity": "error", **g}
                     for g in (*self._walk_gaps, *partial.gaps)
                 ]
-                + _window_notes(state.aggregates, request),
+                + aggregate_window_gaps("gcp", "BigQuery", state.aggregates, request),
                 model.GAPS,
             ),
             logs=(partial.stats("gcp", f"Cloud Audit Logs {self._origin(state)}", duplicates),),
@@ -322,19 +331,6 @@ def _project_from_logs(files: Sequence[Path], docs: Sequence[dict[str, Any]]) ->
             "name the policy file policies/projects/<PROJECT>.json",
         )
     return projects.pop()
-
-
-def _window_notes(docs: Sequence[dict[str, Any]], request: UsageRequest) -> list[dict[str, Any]]:
-    if not docs:
-        return []
-    window = docs[0].get("window") or {}
-    start, end = str(window.get("start", "")), str(window.get("end", ""))
-    if (start, end) == (iso_utc(request.window.start), iso_utc(request.window.end)):
-        return []
-    reason = (
-        f"BigQuery usage was aggregated over {start} .. {end}, not the audit window: --days/--until do not re-window it"
-    )
-    return [model.gap("gcp", None, "window", reason, "warning")]
 
 
 def _usage_frame(partial: gcp_logs.Partial) -> pl.DataFrame:
