@@ -48,6 +48,7 @@ import os
 import shutil
 import stat
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -110,6 +111,8 @@ class OutputSet:
         self.run = _run_id()
         self.staging = self.state / "staging" / self.run
         self._written: dict[str, int] = {}
+        self._pending: dict[str, Future[int]] = {}
+        self._threads: ThreadPoolExecutor | None = None
         self._lock: int | None = None
 
     @property
@@ -133,10 +136,11 @@ class OutputSet:
             raise
         return self
 
-    def write(self, relative: str, content: str | bytes | Writer) -> None:
+    def write(self, relative: str, content: str | bytes | Writer, background: bool = False) -> None:
         """Write one output of this run, complete and fsync'ed; visible at ``<out>`` once the whole set is.
         ``content`` may be a function that writes into the open file (a large output streamed, never
-        held in memory whole)."""
+        held in memory whole). ``background``: written on a thread while the caller goes on (for writers
+        that release the GIL, such as polars'); the set is published only once every one has finished."""
         if self._lock is None:
             raise RuntimeError("OutputSet.write() outside its with block")
         rel = _inside(relative)
@@ -144,16 +148,36 @@ class OutputSet:
         target = self.staging / rel
         with self._guard(self.out / rel):
             target.parent.mkdir(parents=True, exist_ok=True)
-            self._written[rel] = _write_file(target, data)
+        if not background:
+            self._written[rel] = self._write(rel, target, data)
+            return
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(2, thread_name_prefix="auditor-output")
+        self._written[rel] = 0  # its place in the order; the inode once written
+        self._pending[rel] = self._threads.submit(self._write, rel, target, data)
+
+    def _write(self, rel: str, target: Path, data: bytes | Writer) -> int:
+        with self._guard(self.out / rel):
+            return _write_file(target, data)
+
+    def _settle(self) -> None:
+        """Wait for the background writes; the first failure is raised."""
+        pending, self._pending = self._pending, {}
+        wait(pending.values())
+        for rel, future in pending.items():
+            self._written[rel] = future.result()
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         try:
             if kind is None:
+                self._settle()
                 with self._guard(self.path):
                     self._publish()
         finally:
+            if self._threads is not None:
+                self._threads.shutdown(wait=True, cancel_futures=True)
             shutil.rmtree(self.staging, ignore_errors=True)
             self._release()
 

@@ -281,8 +281,25 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="auditor-parent-watch").start()
 
 
+#: Allocations between young-generation collections while folding logs (CPython's default is 700).
+#: A fold allocates millions of short-lived, acyclic objects; collecting every 700 of them costs about
+#: a quarter of the scan, and the cycles a fold can leave are few and bounded per file.
+SCAN_GC_THRESHOLD = 50_000
+
+
+@contextlib.contextmanager
+def _rare_collections() -> Iterator[None]:
+    before = gc.get_threshold()
+    gc.set_threshold(SCAN_GC_THRESHOLD, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def _worker_init(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
     _die_with_parent()
+    gc.set_threshold(SCAN_GC_THRESHOLD, *gc.get_threshold()[1:])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if initializer is not None:
         initializer(*initargs)
@@ -323,18 +340,22 @@ def fold_files(
     batches = [list(files[i : i + size]) for i in range(0, len(files), size)]
     done = 0
     if workers <= 1 or len(batches) < 2:
-        for batch in batches:
-            total.merge(read_batch(batch))
-            done += len(batch)
-            if progress:
-                progress(done, len(files))
+        with _rare_collections():
+            for batch in batches:
+                total.merge(read_batch(batch))
+                done += len(batch)
+                if progress:
+                    progress(done, len(files))
         return total
     gc.freeze()  # forked workers must not copy-on-write the parent's heap through GC/refcount traffic
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     try:
-        with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_worker_init, initargs=(initializer, initargs)
-        ) as pool:
+        with (
+            _rare_collections(),
+            ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_worker_init, initargs=(initializer, initargs)
+            ) as pool,
+        ):
             for batch, partial in zip(batches, pool.map(read_batch, batches), strict=True):
                 total.merge(partial)
                 done += len(batch)

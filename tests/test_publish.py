@@ -528,3 +528,31 @@ def test_a_streamed_output_is_published_with_the_set_and_a_failing_writer_publis
         staged.write("report.md", "new report")
         staged.write("permissions.csv", lambda handle: handle.write(b"a,b\n1,2\n"))
     assert visible(out) == {"report.md": "new report", "permissions.csv": "a,b\n1,2\n"}
+
+
+def test_background_writes_keep_their_place_and_a_failing_one_publishes_nothing(tmp_path):
+    out = tmp_path / "out"
+    publish(out, outputs("old", OLD))
+    started, release = threading.Event(), threading.Event()
+
+    def slow(handle) -> None:
+        started.set()
+        assert release.wait(10)
+        handle.write(b"a,b\n1,2\n")
+
+    def failing(handle) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(InputError, match="No space left"), OutputSet(out) as staged:
+        staged.write("permissions.parquet", failing, background=True)
+        staged.write("report.md", "new report")
+    assert visible(out) == outputs("old", OLD)
+
+    with OutputSet(out) as staged:
+        staged.write("permissions.csv", slow, background=True)
+        assert started.wait(10)
+        staged.write("report.md", "new report")
+        assert staged.written == ["permissions.csv", "report.md"]
+        assert visible(out) == outputs("old", OLD)  # nothing is published while a write is running
+        release.set()
+    assert visible(out) == {"report.md": "new report", "permissions.csv": "a,b\n1,2\n"}

@@ -68,8 +68,8 @@ def write_outputs(
                 staged.write(policy_file.path, policy_file.content)
         staged.write("policies/index.json", _policy_index(policies))
         staged.write("blocklist.yaml", blocklist.render(blocklist.blocklist(result)))
-        staged.write("permissions.csv", _permissions_csv(result))
-        staged.write("permissions.parquet", _parquet(result.permissions))
+        staged.write("permissions.csv", _permissions_csv(result), background=True)
+        staged.write("permissions.parquet", _parquet(result.permissions), background=True)
         extra = ["report.sarif", "report.html", *(["drift.json", "drift.md"] if previous is not None else [])]
         document = report_json.report(result, policies, [*staged.written, *extra, "report.json", "report.md"])
         if previous is not None:
