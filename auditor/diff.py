@@ -313,31 +313,29 @@ def _usage_per_action(usage: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _observability_reasons(data: AuditInput, wanted: pl.DataFrame) -> pl.DataFrame:
-    """(provider, account, identity, action, unobservable_reason) for the permissions in ``wanted``
-    the evidence cannot show. The first matching row wins; account-wide rows (identity null) apply
-    to every identity of the account."""
+def _observability_reasons(data: AuditInput, audited: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Why the evidence cannot show a permission: (order, action, reason, rank) for rows naming an
+    identity and (provider, account, action, reason, rank) for account-wide ones, which apply to every
+    identity of the account. Where several match, the lowest rank (the first row) wins."""
     rows: list[tuple[str, str, str | None, str, str]] = []
     for provider, account, identity, actions, reason in data.observability.iter_rows():
         if actions:
             expanded = data.catalogs[provider].expand(actions) if provider in data.catalogs else frozenset(actions)
             rows += [(provider, account, identity, action, reason) for action in expanded]
-    schema = {
-        "provider": pl.Utf8,
-        "account": pl.Utf8,
-        "identity": pl.Utf8,
-        "action": pl.Utf8,
-        "unobservable_reason": pl.Utf8,
-    }
-    reasons = pl.DataFrame(rows, schema=schema, orient="row").with_row_index("order")
-    specific = wanted.join(
-        reasons.filter(pl.col("identity").is_not_null()), on=["provider", "account", "identity", "action"], how="inner"
+    schema = {"provider": pl.Utf8, "account": pl.Utf8, "identity": pl.Utf8, "action": pl.Utf8, "reason": pl.Utf8}
+    reasons = pl.DataFrame(rows, schema=schema, orient="row").with_row_index("rank")
+    specific = (
+        reasons.filter(pl.col("identity").is_not_null())
+        .join(audited.select("provider", "account", "identity", "order"), on=["provider", "account", "identity"])
+        .unique(["order", "action"], keep="first", maintain_order=True)
+        .select("order", "action", "reason", "rank")
     )
-    general = wanted.join(
-        reasons.filter(pl.col("identity").is_null()).drop("identity"), on=["provider", "account", "action"], how="inner"
+    general = (
+        reasons.filter(pl.col("identity").is_null())
+        .unique(["provider", "account", "action"], keep="first", maintain_order=True)
+        .select("provider", "account", "action", "reason", "rank")
     )
-    both = pl.concat([specific.select(general.columns), general])
-    return both.sort("order").unique(["provider", "account", "identity", "action"], keep="first").drop("order")
+    return specific, general
 
 
 def _ungranted_note(audit: IdentityAudit, action: str, calls: int) -> str:
@@ -425,17 +423,7 @@ def _classification_frame(data: AuditInput, rules: Rules, keys: pl.DataFrame) ->
     matched in polars: an administrator's 20,000 permissions against every rule at once."""
     frames = []
     for (provider,), actions in keys.unique().group_by(["provider"]):
-        catalog = data.catalogs[provider]
-        names = actions["action"].to_list()
-        frame = pl.DataFrame(
-            {
-                "provider": [provider] * len(names),
-                "action": names,
-                "service": [catalog.service_of(a) for a in names],
-                "access_level": [catalog.access_level(a) for a in names],
-            },
-            schema={"provider": pl.Utf8, "action": pl.Utf8, "service": pl.Utf8, "access_level": pl.Utf8},
-        )
+        frame = data.catalogs[provider].classified(actions["action"]).with_columns(pl.lit(provider).alias("provider"))
         ranked = rules.ranked(provider)
         rule = pl.lit(None, dtype=pl.UInt32)
         for index in reversed(range(len(ranked))):  # the first matching rule wins
@@ -485,8 +473,11 @@ def _classification_frame(data: AuditInput, rules: Rules, keys: pl.DataFrame) ->
 def permission_table(
     data: AuditInput, rules: Rules, audits: list[IdentityAudit], set_ids: dict[int, int]
 ) -> pl.DataFrame:
-    """One row per (identity, permission) granted or seen, with its evidence state."""
-    keys = ["provider", "identity", "action"]
+    """One row per (identity, permission) granted or seen, with its evidence state.
+
+    What depends on the permission alone (sources, note, service, destructive rule) is worked out
+    once per permission set, which identities with the same statements share; the granted rows are
+    then one lazy query over (identity, set) pairs, joined on a number per identity."""
     audited = pl.DataFrame(
         {
             "provider": [a.provider for a in audits],
@@ -501,38 +492,52 @@ def permission_table(
     # sorting millions of rows on four string columns is most of this function's time otherwise.
     audited = audited.sort(["provider", "account", "name", "identity"]).with_row_index("order")
     expansions = {set_ids[id(a.expansion)]: a.expansion for a in audits}
+    set_provider = {set_ids[id(a.expansion)]: a.provider for a in audits}
+    sets = _sets_frame(expansions).with_columns(
+        pl.col("set_id").replace_strict(set_provider, default=None, return_dtype=pl.Utf8).alias("provider")
+    )
+    usage = _usage_per_action(data.usage).join(audited, on=["provider", "identity"], how="inner")
+    ungranted = usage.join(sets.select("set_id", "action"), on=["set_id", "action"], how="anti")
+    classes = _classification_frame(
+        data, rules, pl.concat([sets.select("provider", "action"), ungranted.select("provider", "action")])
+    )
+    specific, general = _observability_reasons(data, audited)
+    seen = usage.select(
+        "order", "action", "calls", "denied_calls", "first_seen", "last_seen", "evidence", "resources_seen", "complete"
+    )
+    first_specific = pl.col("rank").is_not_null() & (
+        pl.col("rank_general").is_null() | (pl.col("rank") < pl.col("rank_general"))
+    )
     granted = (
-        audited.join(_sets_frame(expansions), on="set_id", how="inner").with_columns(pl.lit(True).alias("granted"))
-        if expansions
-        else None
-    )
-    usage = _usage_per_action(data.usage).join(
-        audited.select("provider", "identity"), on=["provider", "identity"], how="semi"
-    )
-    base = granted.drop("set_id", "account", "name", "order") if granted is not None else usage.select(keys).clear()
-    table = (
-        base.join(usage, on=keys, how="full", coalesce=True)
-        .join(audited.drop("set_id"), on=["provider", "identity"], how="left")
+        audited.lazy()
+        .join(sets.join(classes, on=["provider", "action"], how="left").lazy(), on=["set_id", "provider"])
+        .join(seen.lazy(), on=["order", "action"], how="left")
+        .join(specific.lazy(), on=["order", "action"], how="left")
+        .join(general.lazy(), on=["provider", "account", "action"], how="left", suffix="_general")
         .with_columns(
-            pl.col("granted").fill_null(False) if "granted" in base.columns else pl.lit(False).alias("granted"),
-            pl.col("calls").fill_null(0),
-            pl.col("denied_calls").fill_null(0),
-            pl.col("evidence").fill_null([]),
-            pl.col("resources_seen").fill_null([]),
+            pl.lit(True).alias("granted"),
+            pl.when(first_specific).then("reason").otherwise("reason_general").alias("unobservable_reason"),
         )
     )
-    for column, dtype in (("grant_sources", pl.List(pl.Utf8)), ("note", pl.Utf8)):
-        if column not in table.columns:
-            table = table.with_columns(pl.lit(None, dtype=dtype).alias(column))
-    table = table.with_columns(pl.col("grant_sources").fill_null([]))
-    table = table.join(
-        _observability_reasons(data, table.filter("granted").select("provider", "account", "identity", "action")),
-        on=["provider", "account", "identity", "action"],
-        how="left",
-    ).join(
-        _classification_frame(data, rules, table.select("provider", "action")), on=["provider", "action"], how="left"
+    by_key = {(a.provider, a.identity): a for a in audits}
+    notes = [
+        _ungranted_note(by_key[(p, i)], a, c)
+        for p, i, a, c in ungranted.select("provider", "identity", "action", "calls").iter_rows()
+    ]
+    extra = ungranted.join(classes, on=["provider", "action"], how="left").with_columns(
+        pl.lit(False).alias("granted"),
+        pl.lit([], dtype=pl.List(pl.Utf8)).alias("grant_sources"),
+        pl.lit(None, dtype=pl.Utf8).alias("unobservable_reason"),
+        pl.Series("note", notes, dtype=pl.Utf8),
     )
-    table = table.with_columns(
+    columns = ["order", *(c for c in PERMISSIONS if c not in ("state", "narrowable")), "complete"]
+    table = pl.concat([granted.select(columns), extra.lazy().select(columns)], how="vertical_relaxed").with_columns(
+        pl.col("calls").fill_null(0),
+        pl.col("denied_calls").fill_null(0),
+        pl.col("evidence").fill_null([]),
+        pl.col("resources_seen").fill_null([]),
+    )
+    state = (
         pl.when(pl.col("calls") > 0)
         .then(pl.lit("used"))
         .when(pl.col("denied_calls") > 0)
@@ -540,23 +545,19 @@ def permission_table(
         .when(pl.col("unobservable_reason").is_not_null())
         .then(pl.lit("unobservable"))
         .otherwise(pl.lit("unused"))
-        .alias("state"),
+    )
+    table = table.with_columns(
+        state.alias("state"),
         ((pl.col("calls") > 0) & pl.col("complete").fill_null(False) & (pl.col("resources_seen").list.len() > 0)).alias(
             "narrowable"
         ),
+    ).with_columns(pl.when(pl.col("state") == "unobservable").then("unobservable_reason").alias("unobservable_reason"))
+    # The in-memory engine: the streaming one (polars' default) takes half as long again at this size.
+    return (
+        table.sort(["order", "action"])
+        .select([pl.col(c).cast(t) for c, t in PERMISSIONS.items()])
+        .collect(engine="in-memory")
     )
-    table = table.with_columns(
-        pl.when(pl.col("state") == "unobservable").then("unobservable_reason").alias("unobservable_reason")
-    )
-    by_key = {(a.provider, a.identity): a for a in audits}
-    ungranted = table.filter(~pl.col("granted")).select(*keys, "calls")
-    notes = pl.DataFrame(
-        [(p, i, a, _ungranted_note(by_key[(p, i)], a, c)) for p, i, a, c in ungranted.iter_rows()],
-        schema={"provider": pl.Utf8, "identity": pl.Utf8, "action": pl.Utf8, "note_": pl.Utf8},
-        orient="row",
-    )
-    table = table.join(notes, on=keys, how="left").with_columns(pl.coalesce("note", "note_").alias("note"))
-    return table.sort(["order", "action"]).select([pl.col(c).cast(t) for c, t in PERMISSIONS.items()])
 
 
 def _signature(statements: Iterable[Statement]) -> tuple[Statement, ...]:

@@ -331,3 +331,33 @@ def test_installed_command_smoke(tmp_path, wide):
     assert run.returncode == 1, run.stderr
     assert "bot" in run.stdout and run.stderr.strip().endswith("(--fail-on critical)")
     assert json.loads((tmp_path / "out" / "report.json").read_text())["summary"]["identities"] == 1
+
+
+@pytest.mark.parametrize(
+    ("ending", "status", "message"),
+    [("return", 0, ""), ("2", 2, ""), ("text", 1, "the run failed")],
+)
+def test_the_entry_point_keeps_exit_handlers_output_and_status(tmp_path, ending, status, message):
+    """``entry()`` skips the interpreter's teardown: exit handlers (temporary snapshot folders) still
+    run, buffered output still reaches a pipe, and the status is the one ``main()`` ended with."""
+    marker = tmp_path / "cleaned"
+    script = (
+        "import atexit, importlib, sys\n"
+        "cli = importlib.import_module('auditor.cli.app')\n"
+        "def main():\n"
+        f"    atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))\n"
+        "    sys.stdout.write('x' * 1_000_000)\n"
+        f"    ending = {ending!r}\n"
+        "    if ending == 'text':\n"
+        "        sys.exit('the run failed')\n"
+        "    if ending != 'return':\n"
+        "        sys.exit(int(ending))\n"
+        "cli.main = main\n"
+        "cli.entry()\n"
+        "print('after entry')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == status
+    assert run.stdout == "x" * 1_000_000  # all of it, and nothing after entry(): the process ended there
+    assert run.stderr.strip() == message
+    assert marker.read_text() == "yes"

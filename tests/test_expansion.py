@@ -1,6 +1,10 @@
 """Grant expansion against known catalog facts: wildcards, NotAction, Deny, boundaries, conditions."""
 
-from auditor.catalog import aws_catalog
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditor.catalog import Catalog, aws_catalog
 from auditor.diff import Statement, effective_grants
 
 
@@ -111,3 +115,26 @@ def test_conditional_grant_keeps_its_statement():
     assert grant.condition == condition and grant.condition_json() == {
         "StringEquals": {"aws:RequestedRegion": "eu-west-1"}
     }
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(sorted(aws_catalog().access_levels)) | st.text(alphabet="abcAZ:./*-", max_size=12),
+        max_size=40,
+    )
+)
+def test_classified_gives_each_permission_its_service_and_access_level(names):
+    catalog = aws_catalog()
+    frame = catalog.classified(pl.Series(names, dtype=pl.Utf8))
+    assert frame.rows() == [(n, catalog.service_of(n), catalog.access_level(n)) for n in names]
+
+
+def test_classified_asks_level_of_for_names_the_catalog_does_not_list():
+    catalog = Catalog("gcp", {"storage.objects.get": "Read"}, "test", service_separator=".", level_of=lambda n: "Write")
+    frame = catalog.classified(pl.Series(["storage.objects.get", "storage.objects.delete", "Storage.Buckets.List"]))
+    assert frame.rows() == [
+        ("storage.objects.get", "storage", "Read"),
+        ("storage.objects.delete", "storage", "Write"),
+        ("Storage.Buckets.List", "storage", "Write"),
+    ]

@@ -10,6 +10,8 @@ Exit codes: 0 clean, 1 findings at or above ``--fail-on``, 2 bad input or usage,
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib
 import os
 import pkgutil
@@ -131,3 +133,29 @@ def main() -> None:
             err=True,
         )
         sys.exit(EXIT_INTERNAL)
+
+
+def entry() -> None:
+    """The console script and ``python -m auditor``: :func:`main`, then exit without the interpreter's
+    teardown, which only frees memory (~0.06 s after an audit of 150,000 permissions). The outputs are
+    published and closed by then; exit handlers (temporary snapshot folders) still run."""
+    try:
+        main()
+        status = 0
+    except SystemExit as exc:
+        status = _status(exc)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can reach the reader
+            stream.flush()
+    os._exit(status)
+
+
+def _status(exc: SystemExit) -> int:
+    """The exit status ``sys.exit(code)`` gives: None is 0, a message is printed and is 1."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import typer
 
 from auditor.cli.options import Option, interruptible, parse_until, tty_progress
-from auditor.connectors.azure.files import AzureFiles
 from auditor.connectors.base import Progress, Source
 from auditor.errors import InputError
 
@@ -59,6 +58,8 @@ _SINGLE = ("azure_assignments", "azure_definitions", "azure_operations", "azure_
 
 def sources(values: Mapping[str, Any], common: Any, progress: Progress) -> list[Source]:
     """Offline Azure sources for the options given."""
+    from auditor.connectors.azure.files import AzureFiles  # imported only when Azure is audited
+
     found: list[Source] = []
     for folder in values["azure_dir"]:
         source = AzureFiles.from_dir(folder)

@@ -204,7 +204,8 @@ def scp_plans(
     """Per account an Organizations SCP denying, for principals carrying the agents' tag, what every
     tagged agent is denied and none of them may use (an action one agent uses is never in it).
 
-    ``accounts``: account -> [(audit, "key=value" tag it was selected by, its deny list, its other grants)].
+    ``accounts``: account -> [(audit, "key=value" tag it was selected by, its deny list, the destructive
+    permissions it keeps)].
     """
     out = []
     for account, agents in sorted(accounts.items()):

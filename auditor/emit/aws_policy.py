@@ -374,6 +374,18 @@ def _deny_actions(result: AuditResult) -> dict[str, list[str]]:
     return dict(rows.group_by("identity").agg(pl.col("action").sort()).iter_rows())
 
 
+def _kept_destructive(result: AuditResult) -> dict[str, list[str]]:
+    """Per AWS identity the destructive permissions it keeps (granted, not on its deny list): all an
+    account's SCP needs of its other grants, since a deny list holds destructive permissions only."""
+    rows = result.permissions.filter(
+        (pl.col("provider") == "aws")
+        & pl.col("granted")
+        & pl.col("destructive")
+        & ~pl.col("state").is_in(BLOCKED_STATES)
+    )
+    return dict(rows.group_by("identity").agg("action").iter_rows())
+
+
 def aws_policies(result: AuditResult, folders: Mapping[str, str]) -> list[IdentityPolicies]:
     """The least-privilege policy files and plan of every audited AWS identity."""
     rules = NarrowingRules.of(result.rules)
@@ -385,8 +397,7 @@ def aws_policies(result: AuditResult, folders: Mapping[str, str]) -> list[Identi
     dormant = set(result.findings.filter(pl.col("kind") == "dormant-identity")["identity"].to_list())
     denied = _deny_actions(result)
     catalog = result.data.catalogs.get("aws")
-    aws_rows = result.permissions.filter((pl.col("provider") == "aws") & pl.col("granted"))
-    granted = dict(aws_rows.group_by("identity").agg("action").iter_rows())
+    kept_destructive = _kept_destructive(result)
     identities = result.data.identities.filter(pl.col("provider") == "aws")
     selected_by = dict(identities.select("identity", "selected_by").iter_rows())
     tagged: dict[str, list[tuple[IdentityAudit, str, list[str], set[str]]]] = {}
@@ -405,7 +416,7 @@ def aws_policies(result: AuditResult, folders: Mapping[str, str]) -> list[Identi
             add_enforcement(entry, audit, denied.get(audit.identity, []), catalog, boundary, boundary_name, path)
         if catalog is not None and (selected_by.get(audit.identity) or "").startswith("tag "):
             mine = denied.get(audit.identity, [])
-            kept = set(granted.get(audit.identity, [])) - set(mine)
+            kept = set(kept_destructive.get(audit.identity, []))
             tagged.setdefault(audit.account, []).append((audit, selected_by[audit.identity][4:], mine, kept))
         out.append(entry)
     return out + (scp_plans(tagged, catalog) if catalog is not None else [])

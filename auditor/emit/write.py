@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 import polars as pl
@@ -19,10 +19,13 @@ if TYPE_CHECKING:
     from auditor.audit import AuditResult
 
 
-def _permissions_csv(result: AuditResult) -> Writer:
-    lists = [c for c, t in result.permissions.schema.items() if isinstance(t, pl.List)]
-    flat = result.permissions.with_columns(pl.col(c).list.join(";") for c in lists)
-    return lambda handle: flat.write_csv(handle, datetime_format="%Y-%m-%dT%H:%M:%SZ")
+def _permissions_csv(frame: pl.DataFrame) -> Writer:
+    def write(handle: BinaryIO) -> None:
+        lists = [c for c, t in frame.schema.items() if isinstance(t, pl.List)]
+        flat = frame.with_columns(pl.col(c).list.join(";") for c in lists)
+        flat.write_csv(handle, datetime_format="%Y-%m-%dT%H:%M:%SZ")
+
+    return write
 
 
 def _parquet(frame: pl.DataFrame) -> Writer:
@@ -61,15 +64,16 @@ def write_outputs(
     """Write policies, blocklist, permissions.csv and the reports; return the report document. With
     ``previous`` (last month's audit) also ``drift.json`` and ``drift.md``, summarised in the reports;
     ``iac`` places the SARIF results on the files where each identity's IAM is defined."""
-    policies = all_policies(result)
     with OutputSet(out) as staged:
+        # The two largest outputs first, on threads (polars releases the GIL) while the rest is rendered.
+        staged.write("permissions.csv", _permissions_csv(result.permissions), background=True)
+        staged.write("permissions.parquet", _parquet(result.permissions), background=True)
+        policies = all_policies(result)
         for entry in policies:
             for policy_file in entry.files:
                 staged.write(policy_file.path, policy_file.content)
         staged.write("policies/index.json", _policy_index(policies))
         staged.write("blocklist.yaml", blocklist.render(blocklist.blocklist(result)))
-        staged.write("permissions.csv", _permissions_csv(result), background=True)
-        staged.write("permissions.parquet", _parquet(result.permissions), background=True)
         extra = ["report.sarif", "report.html", *(["drift.json", "drift.md"] if previous is not None else [])]
         document = report_json.report(result, policies, [*staged.written, *extra, "report.json", "report.md"])
         if previous is not None:
