@@ -1,8 +1,10 @@
-"""A small on-disk cache for data derived from installed packages (catalogs, botocore metadata).
+"""A small on-disk cache for data derived from installed packages (catalogs, botocore metadata) or
+from files (the parsed rules).
 
-Building them reads hundreds of JSON files (~1 s); a pickle keyed by the versions it was derived
-from loads in milliseconds. The cache is an optimization only: any problem reading or writing it
-falls back to building the data, and ``AUDITOR_NO_CACHE=1`` turns it off.
+Building them reads hundreds of JSON files (~1 s) or parses YAML; a pickle keyed by the versions and
+content it was derived from loads in milliseconds. One entry is kept per name. The cache is an
+optimization only: any problem reading or writing it falls back to building the data, and
+``AUDITOR_NO_CACHE=1`` turns it off.
 """
 
 from __future__ import annotations
@@ -38,9 +40,19 @@ def _versions(packages: tuple[str, ...]) -> str:
 
 def cached(name: str, packages: tuple[str, ...], build: Callable[[], T]) -> T:
     """``build()``'s result, reused across runs while ``packages`` keep their versions."""
+    return _through(name, _versions(packages).encode(), build)
+
+
+def cached_for(name: str, packages: tuple[str, ...], content: bytes, build: Callable[[], T]) -> T:
+    """``build()``'s result, reused across runs for the same ``content`` (what it is derived from,
+    e.g. the text of the files it parses) while ``packages`` keep their versions."""
+    return _through(name, _versions(packages).encode() + b"\0" + content, build)
+
+
+def _through(name: str, key: bytes, build: Callable[[], T]) -> T:
     if os.environ.get("AUDITOR_NO_CACHE"):
         return build()
-    digest = hashlib.sha256(_versions(packages).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(key).hexdigest()[:16]
     path = cache_dir() / f"{name}-{digest}.pickle"
     try:
         with open(path, "rb") as handle:
@@ -53,6 +65,9 @@ def cached(name: str, packages: tuple[str, ...], build: Callable[[], T]) -> T:
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{name}-", delete=False) as handle:
             pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(handle.name, path)
+        for stale in path.parent.glob(f"{name}-{'?' * len(digest)}.pickle"):  # one entry per name
+            if stale != path:
+                stale.unlink(missing_ok=True)
     except OSError:
         pass
     return value

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import yaml
 
 from auditor.catalog import Catalog
+from auditor.disk_cache import cached_for
 from auditor.errors import RuleError
 from auditor.escalation import EscalationMethod, parse_method
 from auditor.matching import any_glob_regex
@@ -254,14 +255,23 @@ def builtin_rules_dir() -> Path:
 
 def load_yaml(path: Path) -> dict[str, Any]:
     """One rule file as a mapping; a one-line RuleError naming the file and line otherwise."""
+    return _parse_yaml(path, _read(path))
+
+
+def _read(path: Path) -> str:
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # a safe loader (C or Python)
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RuleError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _parse_yaml(path: Path, text: str) -> dict[str, Any]:
+    try:
+        data = yaml.load(text, Loader=_LOADER)  # a safe loader (C or Python)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise RuleError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})", "fix the file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RuleError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -270,11 +280,21 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 
 def _documents(dirs: Sequence[Path]) -> dict[str, tuple[Layer, ...]]:
+    """Every rule file of ``dirs`` by its relative name, parsed; the parse of the same texts is reused
+    from the cache (YAML parsing is most of the time it takes to load the rules)."""
+    files = [
+        (path.relative_to(directory).as_posix(), path)
+        for directory in dirs
+        for path in sorted(directory.rglob("*.yaml"))
+    ]
+    texts = [_read(path) for _, path in files]
+    content = "\0".join(f"{path}\0{text}" for (_, path), text in zip(files, texts, strict=True)).encode()
+    parsed = cached_for(
+        "rules", ("PyYAML",), content, lambda: [_parse_yaml(p, t) for (_, p), t in zip(files, texts, strict=True)]
+    )
     found: dict[str, list[Layer]] = {}
-    for directory in dirs:
-        for path in sorted(directory.rglob("*.yaml")):
-            relative = path.relative_to(directory).as_posix()
-            found.setdefault(relative, []).append((path, load_yaml(path)))
+    for (relative, path), data in zip(files, parsed, strict=True):
+        found.setdefault(relative, []).append((path, data))
     return {name: tuple(layers) for name, layers in found.items()}
 
 

@@ -287,19 +287,38 @@ def _die_with_parent() -> None:
 SCAN_GC_THRESHOLD = 50_000
 
 
+#: Free memory glibc keeps at the top of the heap when it trims (``M_TOP_PAD``) while folding logs.
+#: Each file is inflated into a buffer of a few MiB and freed again: with glibc's default (128 KiB)
+#: the heap is trimmed after every file and the next one faults its pages in afresh, a sixth of the
+#: scan's time in the kernel.
+SCAN_TOP_PAD = 64 << 20
+GLIBC_TOP_PAD = 128 << 10
+_M_TOP_PAD = -2
+
+
+def _heap_top_pad(size: int) -> None:
+    """``mallopt(M_TOP_PAD, size)`` where the C library is glibc; other libraries are left alone."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_TOP_PAD, size)
+
+
 @contextlib.contextmanager
-def _rare_collections() -> Iterator[None]:
+def _tuned_for_scan() -> Iterator[None]:
+    """Young-generation collections rarely and the heap kept, for the fold in this process."""
     before = gc.get_threshold()
     gc.set_threshold(SCAN_GC_THRESHOLD, *before[1:])
+    _heap_top_pad(SCAN_TOP_PAD)
     try:
         yield
     finally:
+        _heap_top_pad(GLIBC_TOP_PAD)
         gc.set_threshold(*before)
 
 
 def _worker_init(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
     _die_with_parent()
     gc.set_threshold(SCAN_GC_THRESHOLD, *gc.get_threshold()[1:])
+    _heap_top_pad(SCAN_TOP_PAD)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if initializer is not None:
         initializer(*initargs)
@@ -340,7 +359,7 @@ def fold_files(
     batches = [list(files[i : i + size]) for i in range(0, len(files), size)]
     done = 0
     if workers <= 1 or len(batches) < 2:
-        with _rare_collections():
+        with _tuned_for_scan():
             for batch in batches:
                 total.merge(read_batch(batch))
                 done += len(batch)
@@ -351,7 +370,7 @@ def fold_files(
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     try:
         with (
-            _rare_collections(),
+            _tuned_for_scan(),
             ProcessPoolExecutor(
                 workers, mp_context=context, initializer=_worker_init, initargs=(initializer, initargs)
             ) as pool,

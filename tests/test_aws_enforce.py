@@ -124,3 +124,11 @@ def test_the_scp_denies_only_what_every_tagged_agent_may_lose(audited):
             assert action in mine, (identity, action)  # never a permission this agent keeps
             scp_denied.add(action)
     assert scp_denied and scp_denied <= denied_somewhere
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=30))
+def test_a_pattern_takes_in_a_document_what_json_gives_it(text):
+    from auditor.emit.aws_enforce import _json_length
+
+    assert _json_length(text) == len(json.dumps(text))

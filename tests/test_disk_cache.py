@@ -1,6 +1,10 @@
-"""The on-disk cache of package-derived data: reused while versions hold, never a failure."""
+"""The on-disk cache of package- and file-derived data: reused while versions and content hold, never a failure."""
 
-from auditor.disk_cache import cache_dir, cached
+import pytest
+
+from auditor import ruleset
+from auditor.disk_cache import cache_dir, cached, cached_for
+from auditor.errors import RuleError
 
 
 def test_value_is_built_once_then_reused(tmp_path, monkeypatch):
@@ -34,3 +38,33 @@ def test_cache_can_be_turned_off(tmp_path, monkeypatch):
     monkeypatch.setenv("AUDITOR_NO_CACHE", "1")
     cached("t", (), lambda: 1)
     assert not cache_dir().exists()
+
+
+def test_content_keyed_values_follow_the_content_and_keep_one_entry(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+
+    def build(value):
+        return lambda: calls.append(value) or value
+
+    assert cached_for("t", (), b"one", build(1)) == 1
+    assert cached_for("t", (), b"one", build(9)) == 1  # the same content: reused
+    assert cached_for("t", (), b"two", build(2)) == 2  # changed content: built again
+    assert calls == [1, 2]
+    cached_for("t-other", (), b"x", build(3))  # a name that starts like another keeps its own entry
+    assert len(list(cache_dir().glob("t-????????????????.pickle"))) == 1
+    assert len(list(cache_dir().glob("t-other-*.pickle"))) == 1
+
+
+def test_an_edited_rule_file_is_read_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "findings.yaml").write_text("severities:\n  unused-grant: high\n")
+    assert ruleset.load([rules]).severities["unused-grant"] == "high"
+    assert ruleset.load([rules]).severities["unused-grant"] == "high"
+    (rules / "findings.yaml").write_text("severities:\n  unused-grant: low\n")
+    assert ruleset.load([rules]).severities["unused-grant"] == "low"
+    (rules / "findings.yaml").write_text("severities: [unclosed\n")
+    with pytest.raises(RuleError, match=r"findings.yaml line \d+: invalid YAML"):
+        ruleset.load([rules])

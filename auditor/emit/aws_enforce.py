@@ -95,6 +95,14 @@ def _size(document: dict[str, Any]) -> int:
     return len(json.dumps(document, separators=(",", ":")))
 
 
+def _json_length(text: str) -> int:
+    """``len(json.dumps(text))``: a permission name has nothing to escape, so this is its length plus
+    the quotes (json.dumps for anything else)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return len(text) + 2
+    return len(json.dumps(text))
+
+
 def _chunks(patterns: list[str], document: Callable[[list[str]], dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """Documents of at most ``limit`` characters each, holding the patterns in order.
 
@@ -105,7 +113,7 @@ def _chunks(patterns: list[str], document: Callable[[list[str]], dict[str, Any]]
     current: list[str] = []
     size = empty
     for pattern in patterns:
-        grows = len(json.dumps(pattern)) + (1 if current else 0)
+        grows = _json_length(pattern) + (1 if current else 0)
         if current and size + grows > limit:
             documents.append(document(current))
             current, size, grows = [], empty, grows - 1
