@@ -510,10 +510,16 @@ def permission_table(
     )
     granted = (
         audited.lazy()
-        .join(sets.join(classes, on=["provider", "action"], how="left").lazy(), on=["set_id", "provider"])
-        .join(seen.lazy(), on=["order", "action"], how="left")
-        .join(specific.lazy(), on=["order", "action"], how="left")
-        .join(general.lazy(), on=["provider", "account", "action"], how="left", suffix="_general")
+        .join(
+            sets.join(classes, on=["provider", "action"], how="left").sort("set_id", "action").lazy(),
+            on=["set_id", "provider"],
+            maintain_order="left_right",
+        )
+        .join(seen.lazy(), on=["order", "action"], how="left", maintain_order="left")
+        .join(specific.lazy(), on=["order", "action"], how="left", maintain_order="left")
+        .join(
+            general.lazy(), on=["provider", "account", "action"], how="left", suffix="_general", maintain_order="left"
+        )
         .with_columns(
             pl.lit(True).alias("granted"),
             pl.when(first_specific).then("reason").otherwise("reason_general").alias("unobservable_reason"),
@@ -554,7 +560,7 @@ def permission_table(
     ).with_columns(pl.when(pl.col("state") == "unobservable").then("unobservable_reason").alias("unobservable_reason"))
     # The in-memory engine: the streaming one (polars' default) takes half as long again at this size.
     return (
-        table.sort(["order", "action"])
+        (table.sort(["order", "action"]) if ungranted.height else table)  # the granted rows are in order
         .select([pl.col(c).cast(t) for c, t in PERMISSIONS.items()])
         .collect(engine="in-memory")
     )

@@ -7,6 +7,8 @@ from datetime import date, timedelta
 
 import polars as pl
 from conftest import END, FakeSource, audit, grant, identity, use
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ACCOUNT, OTHER = "123456789012", "210987654321"
 BOT = f"arn:aws:iam::{ACCOUNT}:role/bot"
@@ -148,3 +150,34 @@ def test_non_agents_are_listed_not_audited():
     result = audit(source)
     assert [a.identity for a in result.audits] == [BOT]
     assert set(result.permissions["identity"]) == {BOT}
+
+
+_ROLES = [f"arn:aws:iam::{a}:role/{n}" for a in (ACCOUNT, OTHER) for n in ("b-bot", "a-bot", "c-bot")]
+_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:ListBucket", "sqs:SendMessage", "ec2:DescribeInstances"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_ROLES), st.lists(st.sampled_from(["s3:*", "sqs:Send*", "ec2:Describe*"]), max_size=3)
+        ),
+        min_size=1,
+        max_size=6,
+        unique_by=lambda g: g[0],
+    ),
+    st.lists(st.tuples(st.sampled_from(_ROLES), st.sampled_from(_ACTIONS)), max_size=8),
+)
+def test_the_permission_table_is_in_identity_then_permission_order_with_one_row_each(grants, calls):
+    roles = {role for role, _ in grants}
+    source = FakeSource(
+        [identity(r, account=r.split(":")[4]) for r in sorted(roles)],
+        [grant(r, patterns, account=r.split(":")[4]) for r, patterns in grants if patterns],
+        [use(r, action, account=r.split(":")[4]) for r, action in calls if r in roles],
+    )
+    table = audit(source).permissions
+    keys = ["provider", "account", "name", "identity", "action"]
+    assert table.select(keys).rows() == sorted(table.select(keys).rows())
+    assert not table.select("identity", "action").is_duplicated().any()
+    used = {(r, a) for r, a in calls if r in roles}
+    assert used == set(table.filter(pl.col("state") == "used").select("identity", "action").iter_rows())
