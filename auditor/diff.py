@@ -16,7 +16,6 @@ and the permission table is built with joins over sets, so cost grows linearly w
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -413,9 +412,9 @@ def _sets_frame(expansions: dict[int, Effective]) -> pl.DataFrame:
     ).with_columns(pl.when(pl.col("note") != "").then("note").alias("note"))
 
 
-def _glob_expr(regex: re.Pattern[str]) -> pl.Expr:
-    """A compiled permission glob (:func:`auditor.matching.any_glob_regex`) as a polars match."""
-    return pl.col("action").str.contains(f"(?is)^{regex.pattern}$")
+def _glob_expr(source: str) -> pl.Expr:
+    """Permission globs (:func:`auditor.matching.any_glob_source`) as a polars match."""
+    return pl.col("action").str.contains(f"(?is)^{source}$")
 
 
 def _classification_frame(data: AuditInput, rules: Rules, keys: pl.DataFrame) -> pl.DataFrame:
@@ -428,9 +427,9 @@ def _classification_frame(data: AuditInput, rules: Rules, keys: pl.DataFrame) ->
         rule = pl.lit(None, dtype=pl.UInt32)
         for index in reversed(range(len(ranked))):  # the first matching rule wins
             this = ranked[index]
-            match = _glob_expr(this.match_regex)
+            match = _glob_expr(this.match_source)
             if this.exceptions:
-                match &= ~_glob_expr(this.except_regex)
+                match &= ~_glob_expr(this.except_source)
             if this.access_levels is not None:
                 match &= pl.col("access_level").is_in(sorted(this.access_levels))
             rule = pl.when(match).then(pl.lit(index, dtype=pl.UInt32)).otherwise(rule)

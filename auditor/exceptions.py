@@ -130,6 +130,8 @@ def _expiry(value: Any, where: str) -> date:
 
 def apply(findings: pl.DataFrame, entries: Sequence[Entry], now: datetime) -> tuple[pl.DataFrame, tuple[Status, ...]]:
     """``findings`` with an ``exception`` column (accepted / expired / null), and each entry's status."""
+    if not entries:  # nothing to match: the findings' long action lists need not leave polars
+        return findings.with_columns(pl.lit(None, dtype=EXCEPTION).alias("exception")), ()
     today = now.date()
     marks: list[dict[str, str] | None] = []
     counts = [0] * len(entries)

@@ -181,48 +181,53 @@ class _States:
     @classmethod
     def of(cls, perms: pl.DataFrame) -> _States:
         keys = ["provider", "identity"]
+        table = perms.lazy()
         destructive = pl.col("granted") & pl.col("destructive")
-        unused_destructive: dict[tuple[str, str], list[tuple[str, str, str, list[str]]]] = defaultdict(list)
-        grouped = (
-            perms.filter(destructive & (pl.col("state") == "unused"))
-            .group_by([*keys, "destructive_rule", "destructive_severity", "destructive_reason"], maintain_order=True)
-            .agg("action")
-        )
-        for provider, identity, rule, severity, reason, actions in grouped.iter_rows():
-            unused_destructive[(provider, identity)].append((rule, severity, reason, actions))
-        used_destructive: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-        for row in perms.filter(destructive & (pl.col("state") == "used")).iter_rows(named=True):
-            used_destructive[(row["provider"], row["identity"])].append(row)
         selections = {
             "denied-attempt": pl.col("state") == "denied",
             "unused-grant": pl.col("granted") & ~pl.col("destructive") & (pl.col("state") == "unused"),
             "unobservable-grant": pl.col("state") == "unobservable",
             "used-not-granted": ~pl.col("granted") & (pl.col("state") == "used"),
         }
-        lists = {
-            kind: {
-                (r["provider"], r["identity"]): r
-                for r in perms.filter(where)
-                .group_by(keys, maintain_order=True)
-                .agg(
-                    pl.col("action"),
-                    pl.col("denied_calls").sum(),
-                    pl.col("unobservable_reason").drop_nulls().unique().sort(),
+        # One collect_all: the group-bys share the scan of the table and run side by side.
+        unused_rows, used_rows, granted_rows, used_actions, *list_rows = pl.collect_all(
+            [
+                table.filter(destructive & (pl.col("state") == "unused"))
+                .group_by(
+                    [*keys, "destructive_rule", "destructive_severity", "destructive_reason"], maintain_order=True
                 )
-                .iter_rows(named=True)
-            }
-            for kind, where in selections.items()
+                .agg("action"),
+                table.filter(destructive & (pl.col("state") == "used")),
+                table.group_by(keys).agg(pl.col("granted").sum()),
+                table.filter(pl.col("state") == "used").group_by(keys).agg("action"),
+                *(
+                    table.filter(where)
+                    .group_by(keys, maintain_order=True)
+                    .agg(
+                        pl.col("action"),
+                        pl.col("denied_calls").sum(),
+                        pl.col("unobservable_reason").drop_nulls().unique().sort(),
+                    )
+                    for where in selections.values()
+                ),
+            ]
+        )
+        unused_destructive: dict[tuple[str, str], list[tuple[str, str, str, list[str]]]] = defaultdict(list)
+        for provider, identity, rule, severity, reason, actions in unused_rows.iter_rows():
+            unused_destructive[(provider, identity)].append((rule, severity, reason, actions))
+        used_destructive: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for row in used_rows.iter_rows(named=True):
+            used_destructive[(row["provider"], row["identity"])].append(row)
+        lists = {
+            kind: {(r["provider"], r["identity"]): r for r in rows.iter_rows(named=True)}
+            for kind, rows in zip(selections, list_rows, strict=True)
         }
-        granted = {(p, i): int(n) for p, i, n in perms.group_by(keys).agg(pl.col("granted").sum()).iter_rows()}
-        used: dict[tuple[str, str], set[str]] = defaultdict(set)
-        for provider, identity, action in perms.filter(pl.col("state") == "used").select(*keys, "action").iter_rows():
-            used[(provider, identity)].add(action)
         return cls(
             unused_destructive,
             used_destructive,
             lists,
-            granted,
-            used,
+            {(p, i): int(n) for p, i, n in granted_rows.iter_rows()},
+            {(p, i): set(actions) for p, i, actions in used_actions.iter_rows()},
         )
 
 
@@ -331,7 +336,8 @@ def build_findings(data: AuditInput, result: DiffResult, rules: Rules, now: date
                 detail=", ".join(extra["event"][:20]),
             )
         rows += out.rows
-    df = pl.DataFrame(rows, schema=FINDINGS) if rows else pl.DataFrame(schema=FINDINGS)
+    # Built from columns: from row dicts, polars takes three times as long over the long action lists.
+    df = pl.DataFrame({column: [row[column] for row in rows] for column in FINDINGS}, schema=FINDINGS)
     rank = {k: -v for k, v in SEVERITY_RANK.items()}
     return (
         df.with_columns(pl.col("severity").replace_strict(rank, return_dtype=pl.Int8).alias("_r"))

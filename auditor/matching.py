@@ -27,12 +27,15 @@ def resource_matches(pattern: str, resource: str) -> bool:
     return pattern == "*" or resource_regex(pattern).fullmatch(resource) is not None
 
 
+def any_glob_source(patterns: Iterable[str]) -> str:
+    """The source of :func:`any_glob_regex` (for engines that compile it themselves, such as polars)."""
+    alternatives = sorted({_glob_source(p) for p in patterns})
+    return "(?:" + "|".join(alternatives) + ")" if alternatives else "(?!)"
+
+
 def any_glob_regex(patterns: Iterable[str]) -> re.Pattern[str]:
-    """One anchored regex matching any of ``patterns``."""
-    alternatives = sorted({glob_regex(p).pattern for p in patterns})
-    if not alternatives:
-        return re.compile(r"(?!)")
-    return re.compile("(?:" + "|".join(alternatives) + ")", re.IGNORECASE | re.DOTALL)
+    """One regex matching any of ``patterns`` (use ``fullmatch``; none: matches nothing)."""
+    return re.compile(any_glob_source(patterns), re.IGNORECASE | re.DOTALL)
 
 
 def matches(pattern: str, value: str) -> bool:

@@ -112,6 +112,7 @@ class OutputSet:
         self.staging = self.state / "staging" / self.run
         self._written: dict[str, int] = {}
         self._pending: dict[str, Future[int]] = {}
+        self._syncs: list[Future[None]] = []
         self._threads: ThreadPoolExecutor | None = None
         self._lock: int | None = None
 
@@ -148,24 +149,34 @@ class OutputSet:
         target = self.staging / rel
         with self._guard(self.out / rel):
             target.parent.mkdir(parents=True, exist_ok=True)
-        if not background:
-            self._written[rel] = self._write(rel, target, data)
-            return
         if self._threads is None:
-            self._threads = ThreadPoolExecutor(2, thread_name_prefix="auditor-output")
-        self._written[rel] = 0  # its place in the order; the inode once written
-        self._pending[rel] = self._threads.submit(self._write, rel, target, data)
+            self._threads = ThreadPoolExecutor(4, thread_name_prefix="auditor-output")
+        if background:
+            self._written[rel] = 0  # its place in the order; the inode once written
+            self._pending[rel] = self._threads.submit(self._write, rel, target, data)
+            return
+        with self._guard(self.out / rel):
+            self._written[rel] = _write_file(target, data, sync=False)
+        # fsync(2) waits for the disk, not for Python: done on a thread while the next output renders.
+        self._syncs.append(self._threads.submit(self._sync, rel, target))
 
     def _write(self, rel: str, target: Path, data: bytes | Writer) -> int:
         with self._guard(self.out / rel):
             return _write_file(target, data)
 
+    def _sync(self, rel: str, target: Path) -> None:
+        with self._guard(self.out / rel):
+            _fsync(target)
+
     def _settle(self) -> None:
         """Wait for the background writes; the first failure is raised."""
         pending, self._pending = self._pending, {}
-        wait(pending.values())
+        syncs, self._syncs = self._syncs, []
+        wait([*pending.values(), *syncs])
         for rel, future in pending.items():
             self._written[rel] = future.result()
+        for sync in syncs:
+            sync.result()
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
@@ -261,9 +272,9 @@ class OutputSet:
         previous = current[1].run if current else None
         _write_file(self.staging / MANIFEST, Manifest(self.run, previous, self._written, carried).dump())
         for folder, _, _ in os.walk(self.staging):
-            _fsync_dir(Path(folder))
+            _fsync(Path(folder))
         os.rename(self.staging, self.state / "runs" / self.run)
-        _fsync_dir(self.state / "runs")
+        _fsync(self.state / "runs")
         if current and current[0] == self.path:
             self._move_legacy(current[1])
         self._point_at(self.run)
@@ -283,7 +294,7 @@ class OutputSet:
     def _move_legacy(self, legacy: Manifest) -> None:
         """Move an older auditor's real ``<out>`` folder aside as the previous set (see the module docstring)."""
         _write_file(self.state / MIGRATING, legacy.dump())
-        _fsync_dir(self.state)
+        _fsync(self.state)
         _remove(self.path / MANIFEST)  # copied in from some other set: the marker replaces it
         os.rename(self.path, self.state / "runs" / legacy.run)
 
@@ -297,7 +308,7 @@ class OutputSet:
             if not os.path.lexists(self.path):
                 self._point_at(moved.name)
             os.replace(marker, moved / MANIFEST)
-            _fsync_dir(moved)
+            _fsync(moved)
         _remove(marker)
 
     def _point_at(self, run: str) -> None:
@@ -306,7 +317,7 @@ class OutputSet:
         _remove(swap)
         os.symlink(f"{self.state.name}/runs/{run}", swap)  # relative: moving <parent> keeps it working
         os.replace(swap, self.path)
-        _fsync_dir(self.path.parent)
+        _fsync(self.path.parent)
 
     def _retire(self, keep: list[str]) -> None:
         """Empty every run folder but ``keep`` of what the audit made there; best effort, the next run tries again."""
@@ -355,19 +366,22 @@ def _is_state(name: str) -> bool:
     return name.startswith(".") and name.endswith(STATE_SUFFIX) and len(name) > len(STATE_SUFFIX) + 1
 
 
-def _write_file(path: Path, data: bytes | Writer) -> int:
-    """Write ``data`` (or what the writer writes) durably; returns the file's inode."""
+def _write_file(path: Path, data: bytes | Writer, sync: bool = True) -> int:
+    """Write ``data`` (or what the writer writes), durably unless ``sync`` is off (the caller then
+    calls :func:`_fsync`); returns the file's inode."""
     with open(path, "wb") as handle:
         if isinstance(data, bytes):
             handle.write(data)
         else:
             data(handle)
         handle.flush()
-        os.fsync(handle.fileno())
+        if sync:
+            os.fsync(handle.fileno())
         return os.fstat(handle.fileno()).st_ino
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """fsync(2) a file or folder through a new descriptor: the kernel flushes it, whichever descriptor wrote it."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

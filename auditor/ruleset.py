@@ -15,17 +15,16 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
-
-import yaml
 
 from auditor.catalog import Catalog
 from auditor.disk_cache import cached_for
 from auditor.errors import RuleError
 from auditor.escalation import EscalationMethod, parse_method
-from auditor.matching import any_glob_regex
+from auditor.matching import any_glob_regex, any_glob_source
 from auditor.severity import SEVERITIES, SEVERITY_RANK
 
 CATEGORIES = ("destroy", "privilege", "exposure", "evasion", "credentials")
@@ -62,20 +61,23 @@ class DestructiveRule:
     actions: tuple[str, ...]
     access_levels: frozenset[str] | None = None
     exceptions: tuple[str, ...] = ()
-    _match: re.Pattern[str] = field(init=False, repr=False, compare=False)
-    _except: re.Pattern[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_match", any_glob_regex(self.actions))
-        object.__setattr__(self, "_except", any_glob_regex(self.exceptions))
 
     @property
-    def match_regex(self) -> re.Pattern[str]:
-        return self._match
+    def match_source(self) -> str:
+        """The regex source matching the rule's actions (the audit matches in polars, which compiles it)."""
+        return any_glob_source(self.actions)
 
     @property
-    def except_regex(self) -> re.Pattern[str]:
-        return self._except
+    def except_source(self) -> str:
+        return any_glob_source(self.exceptions)
+
+    @cached_property
+    def _match(self) -> re.Pattern[str]:  # compiled on first use: most runs match in polars only
+        return any_glob_regex(self.actions)
+
+    @cached_property
+    def _except(self) -> re.Pattern[str]:
+        return any_glob_regex(self.exceptions)
 
     def applies(self, action: str, access_level: str) -> bool:
         if self.access_levels is not None and access_level not in self.access_levels:
@@ -245,10 +247,6 @@ def _severities(layers: Sequence[Layer]) -> dict[str, str]:
 # ----------------------------------------------------------------------------- files
 
 
-#: libyaml's safe loader when PyYAML was built with it (10x faster than the pure-Python one).
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def builtin_rules_dir() -> Path:
     return Path(str(resources.files("auditor.rules")))
 
@@ -266,8 +264,12 @@ def _read(path: Path) -> str:
 
 
 def _parse_yaml(path: Path, text: str) -> dict[str, Any]:
+    import yaml  # imported here: parsed rules usually come from the cache, and PyYAML takes 10 ms to import
+
+    # libyaml's safe loader when PyYAML was built with it (10x faster than the pure-Python one).
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.load(text, Loader=_LOADER)  # a safe loader (C or Python)
+        data = yaml.load(text, Loader=loader)  # a safe loader (C or Python)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

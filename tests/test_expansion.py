@@ -138,3 +138,21 @@ def test_classified_asks_level_of_for_names_the_catalog_does_not_list():
         ("storage.objects.delete", "storage", "Write"),
         ("Storage.Buckets.List", "storage", "Write"),
     ]
+
+
+_SERVICES = ["s3", "S3", "iam", "ec2", "dynamodb", "*", "s?"]
+_TAILS = ["*", "**", "Get*", "get*object", "*Bucket*", "?etObject", "PutObject", "Delete*"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_SERVICES), st.sampled_from(_TAILS)), min_size=1, max_size=4), st.booleans())
+def test_expansion_matches_each_pattern_against_every_catalog_name(parts, star_alone):
+    """Expanding globs (whole-service and whole-catalog ones take a shortcut) gives exactly the catalog
+    names some pattern matches, case-insensitively, IAM style."""
+    from auditor.matching import matches
+
+    catalog = aws_catalog()
+    patterns = [f"{service}:{tail}" for service, tail in parts] + (["*"] if star_alone else [])
+    expected = {name for name in catalog.access_levels if any(matches(p, name) for p in patterns)}
+    expected |= {p for p in patterns if "*" not in p and "?" not in p and catalog.canonical(p) is None}
+    assert catalog.expand(patterns) == expected

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
 import os
 import pkgutil
@@ -30,6 +31,9 @@ from auditor.cli import approvals as approvals_command
 from auditor.cli import audit as audit_command
 from auditor.cli.options import FailOn, command, interruptible
 from auditor.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, AuditorError
+
+#: Allocations between young-generation garbage collections in a command-line run (CPython: 700).
+RUN_GC_THRESHOLD = 50_000
 
 app = typer.Typer(
     add_completion=False,
@@ -138,7 +142,12 @@ def main() -> None:
 def entry() -> None:
     """The console script and ``python -m auditor``: :func:`main`, then exit without the interpreter's
     teardown, which only frees memory (~0.06 s after an audit of 150,000 permissions). The outputs are
-    published and closed by then; exit handlers (temporary snapshot folders) still run."""
+    published and closed by then; exit handlers (temporary snapshot folders) still run.
+
+    Young-generation collections run every :data:`RUN_GC_THRESHOLD` allocations instead of 700: an
+    audit allocates millions of short-lived objects with hardly any cycles, and collecting them
+    often was ~5% of a small audit."""
+    gc.set_threshold(RUN_GC_THRESHOLD, *gc.get_threshold()[1:])
     try:
         main()
         status = 0

@@ -58,6 +58,9 @@ _SINGLE = ("azure_assignments", "azure_definitions", "azure_operations", "azure_
 
 def sources(values: Mapping[str, Any], common: Any, progress: Progress) -> list[Source]:
     """Offline Azure sources for the options given."""
+    given = [values[k] for k in _SINGLE]
+    if not (values["azure_dir"] or any(given) or values["azure_principals"] or values["azure_storage_logs"]):
+        return []
     from auditor.connectors.azure.files import AzureFiles  # imported only when Azure is audited
 
     found: list[Source] = []
@@ -66,7 +69,6 @@ def sources(values: Mapping[str, Any], common: Any, progress: Progress) -> list[
         source.subscription = values["azure_subscription"]
         source.storage_log_paths += tuple(values["azure_storage_logs"])
         found.append(source)
-    given = [values[k] for k in _SINGLE]
     if any(given) or values["azure_principals"]:
         if not all(given):
             raise InputError(

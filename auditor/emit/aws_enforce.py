@@ -16,7 +16,7 @@ from typing import Any
 
 from auditor.catalog import Catalog
 from auditor.diff import IdentityAudit
-from auditor.emit.base import IdentityPolicies, PolicyFile, sh
+from auditor.emit.base import IdentityPolicies, PolicyFile, json_text, sh
 
 #: Inline policy size limits (characters, white space not counted): roles 10,240, users 2,048.
 INLINE_LIMIT = {"role": 10240, "user": 2048}
@@ -142,7 +142,7 @@ def add_enforcement(
         document = _document("AuditorBlocklistDeny", "Deny", patterns)
         if _size(document) <= INLINE_LIMIT[kind]:
             path = f"{entry.folder}/deny.json"
-            entry.files.append(PolicyFile(path, json.dumps(document, indent=2) + "\n"))
+            entry.files.append(PolicyFile(path, json_text(document)))
             entry.enforce.append(
                 sh(
                     "aws",
@@ -159,7 +159,7 @@ def add_enforcement(
             for index, part in enumerate(parts, start=1):
                 path = f"{entry.folder}/deny.json" if index == 1 else f"{entry.folder}/deny.{index}.json"
                 name = f"{boundary_name.removesuffix('-boundary')}-deny" + ("" if index == 1 else f"-{index}")
-                entry.files.append(PolicyFile(path, json.dumps(part, indent=2) + "\n"))
+                entry.files.append(PolicyFile(path, json_text(part)))
                 arn = f"arn:{partition}:iam::{audit.account}:policy{policy_path}{name}"
                 entry.enforce += [
                     sh(
@@ -179,7 +179,7 @@ def add_enforcement(
                 )
     if boundary is not None:
         path = f"{entry.folder}/boundary.json"
-        entry.files.append(PolicyFile(path, json.dumps(boundary, indent=2) + "\n"))
+        entry.files.append(PolicyFile(path, json_text(boundary)))
         partition = audit.identity.split(":", 2)[1] if audit.identity.startswith("arn:") else "aws"
         arn = f"arn:{partition}:iam::{audit.account}:policy{policy_path}{boundary_name}"
         entry.enforce += [

@@ -28,7 +28,7 @@ import polars as pl
 from auditor.diff import Grant, IdentityAudit, Statement
 from auditor.emit import base
 from auditor.emit.aws_enforce import add_enforcement, scp_plans
-from auditor.emit.base import IdentityPolicies, KeptPermission, PolicyFile, sh
+from auditor.emit.base import IdentityPolicies, KeptPermission, PolicyFile, json_text, sh
 from auditor.emit.blocklist import BLOCKED_STATES
 from auditor.matching import resource_matches
 from auditor.narrowing import NarrowingRules
@@ -319,7 +319,7 @@ def _publish(
     commands: list[str] = []
     for index, (document, name) in enumerate(zip(documents, names, strict=True), start=1):
         file_path = f"{entry.folder}/{stem}.json" if index == 1 else f"{entry.folder}/{stem}.{index}.json"
-        entry.files.append(PolicyFile(file_path, json.dumps(document, indent=2) + "\n"))
+        entry.files.append(PolicyFile(file_path, json_text(document)))
         known = existing.get((audit.account, name.casefold()))
         arn = known.arn if known else f"arn:{partition}:iam::{audit.account}:policy{path}{name}"
         arns.add(arn)
@@ -363,27 +363,22 @@ def _identity_plan(
         )
 
 
-def _deny_actions(result: AuditResult) -> dict[str, list[str]]:
-    """Per AWS identity the blocklist's ``deny`` permissions (destructive, granted, never used)."""
-    rows = result.permissions.filter(
-        (pl.col("provider") == "aws")
-        & pl.col("granted")
-        & pl.col("destructive")
-        & pl.col("state").is_in(BLOCKED_STATES)
+def _destructive_grants(result: AuditResult) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Per AWS identity its granted destructive permissions in two lists: the blocklist's ``deny``
+    (never used; sorted) and those it keeps, all an account's SCP needs of its other grants since a
+    deny list holds destructive permissions only."""
+    rows = result.permissions.filter((pl.col("provider") == "aws") & pl.col("granted") & pl.col("destructive"))
+    blocked = pl.col("state").is_in(BLOCKED_STATES)
+    grouped = rows.group_by("identity").agg(
+        pl.col("action").filter(blocked).sort().alias("deny"), pl.col("action").filter(~blocked).alias("kept")
     )
-    return dict(rows.group_by("identity").agg(pl.col("action").sort()).iter_rows())
-
-
-def _kept_destructive(result: AuditResult) -> dict[str, list[str]]:
-    """Per AWS identity the destructive permissions it keeps (granted, not on its deny list): all an
-    account's SCP needs of its other grants, since a deny list holds destructive permissions only."""
-    rows = result.permissions.filter(
-        (pl.col("provider") == "aws")
-        & pl.col("granted")
-        & pl.col("destructive")
-        & ~pl.col("state").is_in(BLOCKED_STATES)
-    )
-    return dict(rows.group_by("identity").agg("action").iter_rows())
+    denied, kept = {}, {}
+    for identity, deny, keep in grouped.iter_rows():
+        if deny:
+            denied[identity] = deny
+        if keep:
+            kept[identity] = keep
+    return denied, kept
 
 
 def aws_policies(result: AuditResult, folders: Mapping[str, str]) -> list[IdentityPolicies]:
@@ -395,9 +390,8 @@ def aws_policies(result: AuditResult, folders: Mapping[str, str]) -> list[Identi
     names = _policy_names(audits, {i: len(p.documents) for i, p in plans.items()})
     existing = _existing_policies(result)
     dormant = set(result.findings.filter(pl.col("kind") == "dormant-identity")["identity"].to_list())
-    denied = _deny_actions(result)
+    denied, kept_destructive = _destructive_grants(result)
     catalog = result.data.catalogs.get("aws")
-    kept_destructive = _kept_destructive(result)
     identities = result.data.identities.filter(pl.col("provider") == "aws")
     selected_by = dict(identities.select("identity", "selected_by").iter_rows())
     tagged: dict[str, list[tuple[IdentityAudit, str, list[str], set[str]]]] = {}

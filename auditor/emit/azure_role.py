@@ -20,7 +20,6 @@ listed, with a note that deleting them affects every subscription below.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from auditor import __version__
-from auditor.connectors.azure.grants import DATA_ACTIONS, condition_of
+from auditor.connectors.azure.normalized import DATA_ACTIONS, condition_of
 from auditor.diff import IdentityAudit, Statement
 from auditor.emit import base
-from auditor.emit.base import IdentityPolicies, KeptPermission, PolicyFile, sh, short_hash
+from auditor.emit.base import IdentityPolicies, KeptPermission, PolicyFile, json_text, sh, short_hash
 from auditor.timefmt import iso
 
 if TYPE_CHECKING:
@@ -173,7 +172,7 @@ def _identity_output(
             + ("; assign it with the same condition." if group.condition else ".")
         )
         document = _role_document(name, description, group, ctx.existing.get(name))
-        entry.files.append(PolicyFile(path, json.dumps(document, indent=2) + "\n"))
+        entry.files.append(PolicyFile(path, json_text(document)))
         publish.append(sh("az", "role", "definition", "update" if exists else "create", f"--role-definition=@{path}"))
         roles.append({"file": path, "name": name, "exists": exists})
         for scope in group.scopes:
@@ -204,7 +203,7 @@ def _identity_output(
             notes.insert(
                 0, "nothing was used in the window: the plan deletes the role assignments instead of adding a role"
             )
-    entry.files.append(PolicyFile(f"{entry.folder}/assignments.json", json.dumps(plan, indent=2) + "\n"))
+    entry.files.append(PolicyFile(f"{entry.folder}/assignments.json", json_text(plan)))
     entry.note = "; ".join(notes) or None
 
 

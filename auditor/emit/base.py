@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+import orjson
 import polars as pl
 
 if TYPE_CHECKING:
@@ -120,6 +121,12 @@ def kept_permissions(result: AuditResult) -> dict[tuple[str, str], list[KeptPerm
             KeptPermission(action, state, tuple(seen or ()), bool(narrowable), reason)
         )
     return kept
+
+
+def json_text(document: object) -> str:
+    """A JSON document as written to a file: two-space indent, keys in their order, UTF-8 as is,
+    a final newline (what ``json.dumps(indent=2)`` prints for ASCII, at a fraction of the cost)."""
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
 def sh(*words: str) -> str:

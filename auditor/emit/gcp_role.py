@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import yaml
 
 from auditor import __version__
 from auditor.diff import IdentityAudit, Statement
 from auditor.emit import base
-from auditor.emit.base import IdentityPolicies, KeptPermission, PolicyFile, sh, short_hash
+from auditor.emit.base import IdentityPolicies, KeptPermission, PolicyFile, json_text, sh, short_hash
 from auditor.timefmt import iso
 
 if TYPE_CHECKING:
@@ -53,6 +52,13 @@ ROLE_ID = re.compile(r"^[a-zA-Z0-9_.]{3,64}$")
 MAX_ROLE_ID = 64
 BASIC_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
 _CONTAINER_PREFIXES = ("projects/", "folders/", "organizations/")
+
+
+def _yaml(document: dict[str, Any], allow_unicode: bool = False) -> str:
+    """``document`` as YAML in its own key order, lines unwrapped (what ``gcloud --file`` reads)."""
+    import yaml  # imported here: only GCP audits write YAML this way, and PyYAML takes 10 ms to import
+
+    return yaml.safe_dump(document, sort_keys=False, width=1000, allow_unicode=allow_unicode)
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ class CustomRole:
 
     def yaml(self, command: str, etag: str | None = None) -> str:
         document = {**self.document(), **({"etag": etag} if etag else {})}
-        return f"# {command}\n" + yaml.safe_dump(document, sort_keys=False, width=1000, allow_unicode=True)
+        return f"# {command}\n" + _yaml(document, allow_unicode=True)
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -248,7 +254,7 @@ def _role_files(
         label = f".condition-{conditional}" if key else ""
         condition_file = f"{entry.folder}/condition-{conditional}.yaml" if key else None
         if condition_file:
-            entry.files.append(PolicyFile(condition_file, yaml.safe_dump(group.condition, sort_keys=False, width=1000)))
+            entry.files.append(PolicyFile(condition_file, _yaml(group.condition)))
         for part, role in enumerate(split_roles(base_id, title, description, group.permissions), start=1):
             path = f"{entry.folder}/{stem}{label}" + (f".{part}" if part > 1 else "") + ".yaml"
             exists = (ctx.project, role.role_id) in ctx.existing
@@ -371,7 +377,7 @@ def _identity_output(
         plan.update(remove=remove, add=add)
         if not groups:
             notes.insert(0, "nothing was used in the window: the plan removes every binding instead of adding a role")
-    entry.files.append(PolicyFile(f"{entry.folder}/bindings.json", json.dumps(plan, indent=2) + "\n"))
+    entry.files.append(PolicyFile(f"{entry.folder}/bindings.json", json_text(plan)))
     entry.note = "; ".join(notes + remove_notes) or None
     used = {k.action for k in kept if k.state == "used"}
     best = predefined_alternative(used, catalog.roles, len(audit.effective))

@@ -13,11 +13,11 @@ settings covered was approved call by call: it stays in ``ask``.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
 from auditor.connectors.tools import claude_settings
 from auditor.connectors.tools.inventory import BUILTIN, FUNCTION, UNLISTED, split_id
+from auditor.emit.base import json_text
 from auditor.emit.tool_decisions import Decisions
 
 
@@ -68,4 +68,4 @@ def fragment(decisions: Decisions, keep: dict[str, list[str]] | None = None) -> 
 
 
 def render(decisions: Decisions, keep: dict[str, list[str]] | None = None) -> str:
-    return json.dumps(fragment(decisions, keep), indent=2) + "\n"
+    return json_text(fragment(decisions, keep))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -12,7 +11,7 @@ import polars as pl
 
 from auditor import drift
 from auditor.emit import blocklist, drift_md, report_html, report_json, report_md, sarif
-from auditor.emit.base import IdentityPolicies, all_policies
+from auditor.emit.base import IdentityPolicies, all_policies, json_text
 from auditor.publish import OutputSet, Writer
 
 if TYPE_CHECKING:
@@ -52,7 +51,7 @@ def _policy_index(policies: list[IdentityPolicies]) -> str:
         }
         for p in policies
     ]
-    return json.dumps(entries, indent=2) + "\n"
+    return json_text(entries)
 
 
 def write_outputs(

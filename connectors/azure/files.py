@@ -32,7 +32,8 @@ import polars as pl
 from auditor import model
 from auditor.catalog import Catalog
 from auditor.connectors.azure import activity_logs, data_plane, log_analytics, storage_logs
-from auditor.connectors.azure.grants import DATA_ACTIONS, Operations, build_grants
+from auditor.connectors.azure.grants import Operations, build_grants
+from auditor.connectors.azure.normalized import DATA_ACTIONS
 from auditor.connectors.azure.rbac import (
     ASSIGNMENTS_HINT,
     DEFINITIONS_HINT,

@@ -17,15 +17,11 @@ from typing import Any
 
 from auditor import model
 from auditor.catalog import Catalog
+from auditor.connectors.azure.normalized import condition_json
 from auditor.connectors.azure.rbac import Assignment, Permission, RoleDefinition, ServicePrincipal
 from auditor.connectors.azure.rules import AzureRules
 from auditor.connectors.base import GrantSet
 from auditor.selection import AgentSelector
-
-#: The catalog bundle (``Catalog.roles``) naming the data-plane operations, for the custom-role emitter.
-DATA_ACTIONS = "dataActions"
-#: The key of an ABAC condition in the normalized ``condition`` JSON (shown as is in reports).
-CONDITION_KEY = "Azure ABAC"
 
 
 @dataclass(frozen=True)
@@ -39,23 +35,6 @@ class Operations:
         actions = self.control.expand(permission.actions) - self.control.expand(permission.not_actions)
         data = self.data.expand(permission.data_actions) - self.data.expand(permission.not_data_actions)
         return sorted(actions | data)
-
-
-def condition_json(*parts: tuple[str | None, str | None]) -> str | None:
-    """The assignment's and the role entry's conditions as one JSON value (None: unconditional)."""
-    found = [{"condition": c, "version": v or "2.0"} for c, v in parts if c]
-    if not found:
-        return None
-    return json.dumps({CONDITION_KEY: found[0] if len(found) == 1 else found}, sort_keys=True)
-
-
-def condition_of(text: str | None) -> list[tuple[str, str]]:
-    """(condition, version) pairs of a normalized condition JSON."""
-    if not text:
-        return []
-    value = json.loads(text).get(CONDITION_KEY)
-    items = value if isinstance(value, list) else [value]
-    return [(i["condition"], i.get("version") or "2.0") for i in items if isinstance(i, dict)]
 
 
 def scope_label(scope: str) -> str:
