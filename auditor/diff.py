@@ -412,9 +412,9 @@ def _sets_frame(expansions: dict[int, Effective]) -> pl.DataFrame:
     ).with_columns(pl.when(pl.col("note") != "").then("note").alias("note"))
 
 
-def _glob_expr(source: str) -> pl.Expr:
-    """Permission globs (:func:`auditor.matching.any_glob_source`) as a polars match."""
-    return pl.col("action").str.contains(f"(?is)^{source}$")
+def _glob_expr(search: str) -> pl.Expr:
+    """Permission globs (:func:`auditor.matching.any_glob_search`) as a polars match, case-insensitive."""
+    return pl.col("action").str.contains(f"(?is){search}")
 
 
 def _classification_frame(data: AuditInput, rules: Rules, keys: pl.DataFrame) -> pl.DataFrame:
@@ -427,9 +427,9 @@ def _classification_frame(data: AuditInput, rules: Rules, keys: pl.DataFrame) ->
         rule = pl.lit(None, dtype=pl.UInt32)
         for index in reversed(range(len(ranked))):  # the first matching rule wins
             this = ranked[index]
-            match = _glob_expr(this.match_source)
+            match = _glob_expr(this.match_search)
             if this.exceptions:
-                match &= ~_glob_expr(this.except_source)
+                match &= ~_glob_expr(this.except_search)
             if this.access_levels is not None:
                 match &= pl.col("access_level").is_in(sorted(this.access_levels))
             rule = pl.when(match).then(pl.lit(index, dtype=pl.UInt32)).otherwise(rule)

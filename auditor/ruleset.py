@@ -24,7 +24,7 @@ from auditor.catalog import Catalog
 from auditor.disk_cache import cached_for
 from auditor.errors import RuleError
 from auditor.escalation import EscalationMethod, parse_method
-from auditor.matching import any_glob_regex, any_glob_source
+from auditor.matching import any_glob_regex, any_glob_search
 from auditor.severity import SEVERITIES, SEVERITY_RANK
 
 CATEGORIES = ("destroy", "privilege", "exposure", "evasion", "credentials")
@@ -63,13 +63,14 @@ class DestructiveRule:
     exceptions: tuple[str, ...] = ()
 
     @property
-    def match_source(self) -> str:
-        """The regex source matching the rule's actions (the audit matches in polars, which compiles it)."""
-        return any_glob_source(self.actions)
+    def match_search(self) -> str:
+        """A regex found in exactly the names the rule's actions match (:func:`auditor.matching.any_glob_search`;
+        the audit matches in polars, which compiles it)."""
+        return any_glob_search(self.actions)
 
     @property
-    def except_source(self) -> str:
-        return any_glob_source(self.exceptions)
+    def except_search(self) -> str:
+        return any_glob_search(self.exceptions)
 
     @cached_property
     def _match(self) -> re.Pattern[str]:  # compiled on first use: most runs match in polars only
