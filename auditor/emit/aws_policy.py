@@ -367,10 +367,13 @@ def _destructive_grants(result: AuditResult) -> tuple[dict[str, list[str]], dict
     """Per AWS identity its granted destructive permissions in two lists: the blocklist's ``deny``
     (never used; sorted) and those it keeps, all an account's SCP needs of its other grants since a
     deny list holds destructive permissions only."""
-    rows = result.permissions.filter((pl.col("provider") == "aws") & pl.col("granted") & pl.col("destructive"))
     blocked = pl.col("state").is_in(BLOCKED_STATES)
-    grouped = rows.group_by("identity").agg(
-        pl.col("action").filter(blocked).sort().alias("deny"), pl.col("action").filter(~blocked).alias("kept")
+    grouped = (
+        result.permissions.lazy()
+        .filter((pl.col("provider") == "aws") & pl.col("granted") & pl.col("destructive"))
+        .group_by("identity")
+        .agg(pl.col("action").filter(blocked).sort().alias("deny"), pl.col("action").filter(~blocked).alias("kept"))
+        .collect()
     )
     denied, kept = {}, {}
     for identity, deny, keep in grouped.iter_rows():

@@ -112,8 +112,11 @@ def all_policies(result: AuditResult) -> list[IdentityPolicies]:
 def kept_permissions(result: AuditResult) -> dict[tuple[str, str], list[KeptPermission]]:
     """Per (provider, identity): the used permissions, plus the unobservable ones unless dropped."""
     states = ["used"] if result.options.drop_unobservable else ["used", "unobservable"]
-    rows = result.permissions.filter(pl.col("granted") & pl.col("state").is_in(states)).select(
-        "provider", "identity", "action", "state", "resources_seen", "narrowable", "unobservable_reason"
+    rows = (
+        result.permissions.lazy()
+        .filter(pl.col("granted") & pl.col("state").is_in(states))
+        .select("provider", "identity", "action", "state", "resources_seen", "narrowable", "unobservable_reason")
+        .collect()
     )
     kept: dict[tuple[str, str], list[KeptPermission]] = {}
     for provider, identity, action, state, seen, narrowable, reason in rows.iter_rows():

@@ -70,7 +70,25 @@ def _approval(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def blocklist(result: AuditResult) -> dict[str, Any]:
-    destructive = result.permissions.filter(pl.col("granted") & pl.col("destructive")).sort("action")
+    destructive = (  # only the columns read below: the big list columns are not copied
+        result.permissions.lazy()
+        .filter(pl.col("granted") & pl.col("destructive"))
+        .select(
+            "provider",
+            "identity",
+            "action",
+            "state",
+            "calls",
+            "last_seen",
+            "destructive_rule",
+            "destructive_category",
+            "destructive_severity",
+            "destructive_reason",
+            "unobservable_reason",
+        )
+        .sort("action")
+        .collect()
+    )
     blocked = destructive.filter(pl.col("state").is_in(BLOCKED_STATES))
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in (
