@@ -221,6 +221,25 @@ def test_files_are_fsynced_before_the_swap_and_the_folder_after(tmp_path, monkey
     assert os.stat(tmp_path).st_ino in after
 
 
+def test_a_file_the_disk_fails_to_sync_publishes_nothing(tmp_path, monkeypatch):
+    """Files are synced on threads while the next one is written; a sync that fails (EIO) fails the run
+    with one line before the swap: the previous set stays, whole."""
+    out = tmp_path / "out"
+    publish(out, outputs("old", OLD))
+    real = os.fsync
+
+    def failing(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("blocklist.yaml"):
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(InputError, match=r"blocklist\.yaml: Input/output error"):
+        publish(out, outputs("new", NEW))
+    assert visible(out) == outputs("old", OLD)
+    assert not any((tmp_path / ".out.auditor" / "staging").iterdir())
+
+
 def test_a_reader_that_resolved_a_set_reads_it_whole_while_runs_publish(tmp_path, no_fsync):
     out = tmp_path / "out"
     sets = [outputs(f"r{n:02}", ["report.md", "blocklist.yaml", f"policies/{n % 3}.json"]) for n in range(25)]
