@@ -169,7 +169,7 @@ class OutputSet:
             _fsync(target)
 
     def _settle(self) -> None:
-        """Wait for the background writes; the first failure is raised."""
+        """Wait for the background writes and the fsyncs of the others; the first failure is raised."""
         pending, self._pending = self._pending, {}
         syncs, self._syncs = self._syncs, []
         wait([*pending.values(), *syncs])
