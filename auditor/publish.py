@@ -45,6 +45,7 @@ import fcntl
 import filecmp
 import json
 import os
+import re
 import shutil
 import stat
 from collections.abc import Callable, Iterator
@@ -61,6 +62,8 @@ from auditor.errors import InputError
 
 #: Writes one output into the open file.
 Writer = Callable[[BinaryIO], None]
+#: Writes one output file itself, at the path it is given.
+FileWriter = Callable[[Path], None]
 
 MANIFEST = ".auditor-run.json"
 MIGRATING = "migrating.json"
@@ -137,32 +140,49 @@ class OutputSet:
             raise
         return self
 
-    def write(self, relative: str, content: str | bytes | Writer, background: bool = False) -> None:
+    def write(self, relative: str, content: str | bytes | Writer) -> None:
         """Write one output of this run, complete and fsync'ed; visible at ``<out>`` once the whole set is.
         ``content`` may be a function that writes into the open file (a large output streamed, never
-        held in memory whole). ``background``: written on a thread while the caller goes on (for writers
-        that release the GIL, such as polars'); the set is published only once every one has finished."""
+        held in memory whole)."""
+        rel, target = self._target(relative)
+        with self._guard(self.out / rel):
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            self._written[rel] = _write_file(target, data, sync=False)
+        # fsync(2) waits for the disk, not for Python: done on a thread while the next output renders.
+        self._syncs.append(self._pool().submit(self._sync, rel, target))
+
+    def write_in_background(self, relative: str, write: FileWriter) -> None:
+        """Like :meth:`write`, for an output a native writer (polars') writes itself at the path it is
+        given, on a thread while the caller goes on: through the path it needs the GIL for no chunk,
+        as it would through a Python file object. The set is published once every one has finished."""
+        rel, target = self._target(relative)
+        self._written[rel] = 0  # its place in the order; the inode once written
+        self._pending[rel] = self._pool().submit(self._write_by, rel, target, write)
+
+    def _target(self, relative: str) -> tuple[str, Path]:
         if self._lock is None:
             raise RuntimeError("OutputSet.write() outside its with block")
         rel = _inside(relative)
-        data = content.encode("utf-8") if isinstance(content, str) else content
         target = self.staging / rel
         with self._guard(self.out / rel):
             target.parent.mkdir(parents=True, exist_ok=True)
+        return rel, target
+
+    def _pool(self) -> ThreadPoolExecutor:
         if self._threads is None:
             self._threads = ThreadPoolExecutor(4, thread_name_prefix="auditor-output")
-        if background:
-            self._written[rel] = 0  # its place in the order; the inode once written
-            self._pending[rel] = self._threads.submit(self._write, rel, target, data)
-            return
-        with self._guard(self.out / rel):
-            self._written[rel] = _write_file(target, data, sync=False)
-        # fsync(2) waits for the disk, not for Python: done on a thread while the next output renders.
-        self._syncs.append(self._threads.submit(self._sync, rel, target))
+        return self._threads
 
-    def _write(self, rel: str, target: Path, data: bytes | Writer) -> int:
+    def _write_by(self, rel: str, target: Path, write: FileWriter) -> int:
         with self._guard(self.out / rel):
-            return _write_file(target, data)
+            try:
+                write(target)
+            except Exception as exc:
+                error = _os_error_of(exc)
+                if error is None:
+                    raise
+                raise error from exc
+            return _fsync(target)
 
     def _sync(self, rel: str, target: Path) -> None:
         with self._guard(self.out / rel):
@@ -366,6 +386,19 @@ def _is_state(name: str) -> bool:
     return name.startswith(".") and name.endswith(STATE_SUFFIX) and len(name) > len(STATE_SUFFIX) + 1
 
 
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _os_error_of(exc: Exception) -> OSError | None:
+    """The system error a native writer's exception reports: Rust's I/O errors end ``(os error N)``,
+    wrapped in whatever the library raises (polars: ``ComputeError`` for parquet)."""
+    found = _RUST_OS_ERROR.search(str(exc))
+    if found is not None:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code))
+    return exc if isinstance(exc, OSError) else None
+
+
 def _write_file(path: Path, data: bytes | Writer, sync: bool = True) -> int:
     """Write ``data`` (or what the writer writes), durably unless ``sync`` is off (the caller then
     calls :func:`_fsync`); returns the file's inode."""
@@ -380,11 +413,13 @@ def _write_file(path: Path, data: bytes | Writer, sync: bool = True) -> int:
         return os.fstat(handle.fileno()).st_ino
 
 
-def _fsync(path: Path) -> None:
-    """fsync(2) a file or folder through a new descriptor: the kernel flushes it, whichever descriptor wrote it."""
+def _fsync(path: Path) -> int:
+    """fsync(2) a file or folder through a new descriptor (the kernel flushes it, whichever descriptor
+    wrote it); returns its inode."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+        return os.fstat(fd).st_ino
     finally:
         os.close(fd)
 

@@ -198,7 +198,7 @@ def main() -> None:
                     str(root),
                     "--all-identities",
                     "--out",
-                    str(root / "out"),
+                    str(root.parent / f"{root.name}-out"),
                     "-q",
                 ],
             ),

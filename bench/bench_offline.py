@@ -22,7 +22,8 @@ from procmem import run_command
 
 
 def run(root: Path, workers: int | None) -> tuple[float, int]:
-    command = [sys.executable, "-m", "auditor", "audit", "--aws-dir", str(root), "--out", str(root / "out"), "-q"]
+    out = root.parent / f"{root.name}-out"
+    command = [sys.executable, "-m", "auditor", "audit", "--aws-dir", str(root), "--out", str(out), "-q"]
     return run_command(command + (["--workers", str(workers)] if workers else []))
 
 

@@ -37,7 +37,7 @@ def _size(path: Path) -> int:
 
 
 def audit(root: Path, workers: int | None = None) -> tuple[float, int, dict[str, int]]:
-    out = root / "out"
+    out = root.parent / f"{root.name}-out"  # beside the input, as trailscraper gets only the logs to read
     command = [sys.executable, "-m", "auditor", "audit", "--aws-dir", str(root), "--out", str(out), "-q"]
     elapsed, peak = run_command(command + (["--workers", str(workers)] if workers else []))
     real = out.resolve()

@@ -337,6 +337,18 @@ def batches_of(read_file: Callable[[Path], T], empty: Callable[[], T]) -> Callab
     return functools.partial(_each, read_file=read_file, empty=empty)
 
 
+def guided_batches(files: Sequence[Path], workers: int, largest: int) -> list[list[Path]]:
+    """``files`` in order, cut into batches of at most ``largest`` that shrink as the files run out:
+    each holds a share of what is left, so the workers finish together instead of one folding the
+    last large batch alone while the others wait."""
+    batches, start = [], 0
+    while start < len(files):
+        size = max(1, min(largest, (len(files) - start) // (workers * 2)))
+        batches.append(list(files[start : start + size]))
+        start += size
+    return batches
+
+
 def fold_files(
     files: Sequence[Path],
     read_batch: Callable[[list[Path]], T],
@@ -354,9 +366,7 @@ def fold_files(
     if initializer is not None:
         initializer(*initargs)
     workers = workers or os.cpu_count() or 1
-    # Small batches at the end keep both workers busy until the last file.
-    size = max(1, min(batch_size, len(files) // (workers * 4) or 1))
-    batches = [list(files[i : i + size]) for i in range(0, len(files), size)]
+    batches = guided_batches(files, workers, batch_size)
     done = 0
     if workers <= 1 or len(batches) < 2:
         with _tuned_for_scan():

@@ -1,9 +1,11 @@
 """The on-disk cache of package- and file-derived data: reused while versions and content hold, never a failure."""
 
+import pickle
+
 import pytest
 
 from auditor import ruleset
-from auditor.disk_cache import cache_dir, cached, cached_for
+from auditor.disk_cache import cache_dir, cached, cached_for, cached_shards
 from auditor.errors import RuleError
 
 
@@ -68,3 +70,31 @@ def test_an_edited_rule_file_is_read_again(tmp_path, monkeypatch):
     (rules / "findings.yaml").write_text("severities: [unclosed\n")
     with pytest.raises(RuleError, match=r"findings.yaml line \d+: invalid YAML"):
         ruleset.load([rules])
+
+
+def test_sharded_values_load_a_shard_at_a_time_and_equal_the_built_mapping(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    built = {f"{service}:Action{i}": [f"arn:{service}:{i}"] for service in ("s3", "ec2", "iam") for i in range(3)}
+    cached_shards("t", (), lambda: built, lambda key: key.split(":")[0])
+    again = cached_shards("t", (), lambda: pytest.fail("built again"), lambda key: key.split(":")[0])
+    assert again.get("ec2:Action1") == ["arn:ec2:1"]
+    assert again.get("ec2:Nothing") is None and again.get("sqs:Action1") is None
+    assert list(again._loaded) == ["ec2", "sqs"]  # only the shards looked up were unpickled
+    assert dict(again) == built
+
+
+def test_a_damaged_shard_is_built_again_not_a_failure(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cached_shards("t", (), lambda: {"s3:A": 1, "ec2:B": 2}, lambda key: key.split(":")[0])
+    path = next(cache_dir().glob("t-*.pickle"))
+    shards = pickle.loads(path.read_bytes())
+    shards["s3"] = b"not a pickle"
+    path.write_bytes(pickle.dumps(shards))
+    assert cached_shards("t", (), lambda: {"s3:A": 3, "ec2:B": 4}, lambda key: key.split(":")[0])["s3:A"] == 3
+
+
+def test_a_whole_pickle_of_the_same_name_is_not_read_as_shards(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cached("t", (), lambda: {"s3:A": [1]})  # the layout an older auditor wrote under this name
+    assert cached_shards("t", (), lambda: {"s3:A": [2]}, lambda key: key.split(":")[0])["s3:A"] == [2]
+    assert len(list(cache_dir().glob("t-*.pickle"))) == 1  # the old entry is gone

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -554,24 +555,50 @@ def test_background_writes_keep_their_place_and_a_failing_one_publishes_nothing(
     publish(out, outputs("old", OLD))
     started, release = threading.Event(), threading.Event()
 
-    def slow(handle) -> None:
+    def slow(path: Path) -> None:
         started.set()
         assert release.wait(10)
-        handle.write(b"a,b\n1,2\n")
+        path.write_bytes(b"a,b\n1,2\n")
 
-    def failing(handle) -> None:
+    def failing(path: Path) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.raises(InputError, match="No space left"), OutputSet(out) as staged:
-        staged.write("permissions.parquet", failing, background=True)
+        staged.write_in_background("permissions.parquet", failing)
         staged.write("report.md", "new report")
     assert visible(out) == outputs("old", OLD)
 
     with OutputSet(out) as staged:
-        staged.write("permissions.csv", slow, background=True)
+        staged.write_in_background("permissions.csv", slow)
         assert started.wait(10)
         staged.write("report.md", "new report")
         assert staged.written == ["permissions.csv", "report.md"]
         assert visible(out) == outputs("old", OLD)  # nothing is published while a write is running
         release.set()
     assert visible(out) == {"report.md": "new report", "permissions.csv": "a,b\n1,2\n"}
+
+
+@pytest.mark.parametrize("table", ["csv", "parquet"])
+def test_a_full_disk_under_polars_own_writer_is_one_line_with_the_fix(tmp_path, table):
+    """polars reports a full disk as OSError without errno (CSV) or as ComputeError (parquet): both are
+    the output location's problem, one line naming the file and the fix, and nothing is published."""
+    out = tmp_path / "out"
+    publish(out, outputs("old", OLD))
+    frame = pl.DataFrame({"action": [f"s3:Action{i}" for i in range(50_000)]})
+
+    def onto_a_full_disk(path: Path) -> None:
+        (frame.write_csv if table == "csv" else frame.write_parquet)("/dev/full")
+
+    with pytest.raises(InputError) as refused, OutputSet(out) as staged:
+        staged.write_in_background(f"permissions.{table}", onto_a_full_disk)
+    assert f"cannot write {out / f'permissions.{table}'}: No space left on device" in one_line(refused)
+    assert "free some disk space" in one_line(refused)
+    assert visible(out) == outputs("old", OLD)
+
+
+def test_a_native_writer_failing_for_another_reason_is_not_taken_for_a_disk_problem(tmp_path):
+    def broken(path: Path) -> None:
+        raise ValueError("a bug in the writer")
+
+    with pytest.raises(ValueError, match="a bug"), OutputSet(tmp_path / "out") as staged:
+        staged.write_in_background("permissions.csv", broken)

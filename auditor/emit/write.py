@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import polars as pl
@@ -12,23 +12,23 @@ import polars as pl
 from auditor import drift
 from auditor.emit import blocklist, drift_md, report_html, report_json, report_md, sarif
 from auditor.emit.base import IdentityPolicies, all_policies, json_text
-from auditor.publish import OutputSet, Writer
+from auditor.publish import FileWriter, OutputSet
 
 if TYPE_CHECKING:
     from auditor.audit import AuditResult
 
 
-def _permissions_csv(frame: pl.DataFrame) -> Writer:
-    def write(handle: BinaryIO) -> None:
+def _permissions_csv(frame: pl.DataFrame) -> FileWriter:
+    def write(path: Path) -> None:
         lists = [c for c, t in frame.schema.items() if isinstance(t, pl.List)]
         flat = frame.with_columns(pl.col(c).list.join(";") for c in lists)
-        flat.write_csv(handle, datetime_format="%Y-%m-%dT%H:%M:%SZ")
+        flat.write_csv(path, datetime_format="%Y-%m-%dT%H:%M:%SZ")
 
     return write
 
 
-def _parquet(frame: pl.DataFrame) -> Writer:
-    return lambda handle: frame.write_parquet(handle, compression="zstd")
+def _parquet(frame: pl.DataFrame) -> FileWriter:
+    return lambda path: frame.write_parquet(path, compression="zstd")
 
 
 def _policy_index(policies: list[IdentityPolicies]) -> str:
@@ -65,8 +65,8 @@ def write_outputs(
     ``iac`` places the SARIF results on the files where each identity's IAM is defined."""
     with OutputSet(out) as staged:
         # The two largest outputs first, on threads (polars releases the GIL) while the rest is rendered.
-        staged.write("permissions.csv", _permissions_csv(result.permissions), background=True)
-        staged.write("permissions.parquet", _parquet(result.permissions), background=True)
+        staged.write_in_background("permissions.csv", _permissions_csv(result.permissions))
+        staged.write_in_background("permissions.parquet", _parquet(result.permissions))
         policies = all_policies(result)
         for entry in policies:
             for policy_file in entry.files:

@@ -21,7 +21,7 @@ import msgspec
 import orjson
 
 from auditor.catalog import Catalog
-from auditor.disk_cache import cached
+from auditor.disk_cache import cached_shards
 from auditor.errors import RuleError
 from auditor.ruleset import Rules
 
@@ -74,11 +74,27 @@ class BotocoreService:
     operations: Mapping[str, str]  # operation name -> HTTP method
 
 
-@cache
 def botocore_services() -> tuple[BotocoreService, ...]:
-    """Metadata and operation names of every botocore service model (cached on disk per botocore
-    version; building it decodes ~450 models)."""
-    return cached("botocore-services", ("botocore",), _read_botocore_services)
+    """Metadata and operation names of every botocore service model."""
+    return tuple(service for group in _services_by_prefix().values() for service in group)
+
+
+@cache
+def _services_by_prefix() -> Mapping[str, tuple[BotocoreService, ...]]:
+    """botocore's service models by endpoint prefix (cached on disk per botocore version, since building
+    it decodes ~450 models; a prefix is loaded when first looked up)."""
+    return cached_shards("botocore-services", ("botocore",), _read_services_by_prefix, _itself)
+
+
+def _itself(prefix: str) -> str:
+    return prefix
+
+
+def _read_services_by_prefix() -> dict[str, tuple[BotocoreService, ...]]:
+    grouped: dict[str, list[BotocoreService]] = {}
+    for service in _read_botocore_services():
+        grouped.setdefault(service.endpoint_prefix, []).append(service)
+    return {prefix: tuple(group) for prefix, group in grouped.items()}
 
 
 def _read_botocore_services() -> tuple[BotocoreService, ...]:
@@ -121,14 +137,6 @@ def _load_model(loader: Any, name: str, version: str) -> _Model | None:
     except DataNotFoundError:
         return None
     return msgspec.convert(raw, type=_Model)
-
-
-@cache
-def _services_by_prefix() -> dict[str, tuple[BotocoreService, ...]]:
-    grouped: dict[str, list[BotocoreService]] = {}
-    for service in botocore_services():
-        grouped.setdefault(service.endpoint_prefix, []).append(service)
-    return {prefix: tuple(group) for prefix, group in grouped.items()}
 
 
 # --------------------------------------------------------------------------- rule data

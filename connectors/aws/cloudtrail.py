@@ -172,7 +172,7 @@ def _init_worker(options: TrailOptions) -> None:
     global _CONTEXT
     if _CONTEXT is None or _CONTEXT.options != options:
         _CONTEXT = _Context(options)
-        _CONTEXT.mapper.namespace("s3.amazonaws.com")  # loads botocore's service index before any fork
+        _CONTEXT.mapper.namespace("s3.amazonaws.com")  # loads the index of botocore's services before any fork
 
 
 def _fold(events: list[Event], ctx: _Context, out: Partial, origin: str) -> None:

@@ -1,0 +1,27 @@
+"""The shared log-scan engine: how files are cut into batches for the workers."""
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from auditor.connectors.log_scan import guided_batches
+
+
+@given(st.integers(0, 3000), st.integers(1, 16), st.integers(1, 64))
+def test_guided_batches_hold_every_file_once_in_order_and_shrink(count, workers, largest):
+    files = [Path(f"f{i:05d}.json.gz") for i in range(count)]
+    batches = guided_batches(files, workers, largest)
+    assert [f for batch in batches for f in batch] == files
+    sizes = [len(b) for b in batches]
+    assert all(1 <= s <= largest for s in sizes)
+    assert sizes == sorted(sizes, reverse=True)
+    # the tail is fine-grained: the last ``workers`` batches hold one file each when there are enough files
+    if count >= 2 * workers * largest:
+        assert sizes[-workers:] == [1] * workers
+
+
+def test_the_first_batches_are_as_large_as_allowed():
+    batches = guided_batches([Path(str(i)) for i in range(200)], 2, 32)
+    assert [len(b) for b in batches[:3]] == [32, 32, 32]
+    assert len(batches) < 30  # not one file per batch: each batch costs a round trip to a worker
