@@ -64,7 +64,7 @@ def write_outputs(
     ``previous`` (last month's audit) also ``drift.json`` and ``drift.md``, summarised in the reports;
     ``iac`` places the SARIF results on the files where each identity's IAM is defined."""
     with OutputSet(out) as staged:
-        # The two largest outputs first, on threads (polars releases the GIL) while the rest is rendered.
+        # The two largest outputs first: polars writes them itself, on threads, while the rest is rendered.
         staged.write_in_background("permissions.csv", _permissions_csv(result.permissions))
         staged.write_in_background("permissions.parquet", _parquet(result.permissions))
         policies = all_policies(result)
