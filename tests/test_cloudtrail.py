@@ -197,10 +197,21 @@ def test_parallel_scan_equals_serial_scan(tmp_path):
             day=f"2026/11/{1 + i % 28:02d}",
             name=f"f{i}",
         )
+    for i in range(0, 70, 9):  # malformed records and unreadable files scattered over the batches
+        trail_file(
+            tmp_path,
+            [event(BOT, "s3.amazonaws.com", "ListBuckets", "2026-13-45T99:99:99Z")],
+            day=f"2026/11/{1 + i % 28:02d}",
+            name=f"bad{i}",
+        )
+        trail_file(tmp_path, [], day=f"2026/11/{1 + i % 28:02d}", name=f"cut{i}").write_bytes(b"\x1f\x8b\x08")
     found = files([tmp_path])
     serial = trail.scan(found, options(), workers=1)
     parallel = trail.scan(found, options(), workers=2)
     assert serial.usage == parallel.usage and serial.days == parallel.days
+    # what the report lists comes out the same, in file order, whichever worker read which batch
+    assert serial.gaps == parallel.gaps and serial.skipped == parallel.skipped
+    assert serial.files_read == parallel.files_read == 78 and len(serial.gaps) == 16
 
 
 def test_newest_event_comes_from_the_newest_day_folders(tmp_path):
