@@ -64,7 +64,14 @@ def cached_shards(
         return {shard: pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL) for shard, part in grouped.items()}
 
     # keyed apart from a whole pickle of the same name, so an older layout is never read as this one
-    return ShardedMapping(cached_for(name, packages, b"shards", shards), shard_of, shards)
+    key = _versions(packages).encode() + b"\0shards"
+
+    def rebuild() -> dict[str, bytes]:  # a damaged shard: built again, stored over the damaged entry
+        fresh = shards()
+        _store(name, key, fresh)
+        return fresh
+
+    return ShardedMapping(_through(name, key, shards), shard_of, rebuild)
 
 
 class ShardedMapping(Mapping[str, V]):
@@ -106,22 +113,32 @@ class ShardedMapping(Mapping[str, V]):
 def _through(name: str, key: bytes, build: Callable[[], T]) -> T:
     if os.environ.get("AUDITOR_NO_CACHE"):
         return build()
-    digest = hashlib.sha256(key).hexdigest()[:16]
-    path = cache_dir() / f"{name}-{digest}.pickle"
     try:
-        with open(path, "rb") as handle:
+        with open(_entry(name, key), "rb") as handle:
             return pickle.load(handle)
     except Exception:  # a cache that cannot be read, for whatever reason, is rebuilt
         pass
     value = build()
+    _store(name, key, value)
+    return value
+
+
+def _entry(name: str, key: bytes) -> Path:
+    return cache_dir() / f"{name}-{hashlib.sha256(key).hexdigest()[:16]}.pickle"
+
+
+def _store(name: str, key: bytes, value: object) -> None:
+    """Write the entry atomically and drop the name's other entries; a cache that cannot be written is skipped."""
+    if os.environ.get("AUDITOR_NO_CACHE"):
+        return
+    path = _entry(name, key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{name}-", delete=False) as handle:
             pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(handle.name, path)
-        for stale in path.parent.glob(f"{name}-{'?' * len(digest)}.pickle"):  # one entry per name
+        for stale in path.parent.glob(f"{name}-{'?' * 16}.pickle"):  # one entry per name
             if stale != path:
                 stale.unlink(missing_ok=True)
     except OSError:
         pass
-    return value

@@ -91,6 +91,9 @@ def test_a_damaged_shard_is_built_again_not_a_failure(tmp_path, monkeypatch):
     shards["s3"] = b"not a pickle"
     path.write_bytes(pickle.dumps(shards))
     assert cached_shards("t", (), lambda: {"s3:A": 3, "ec2:B": 4}, lambda key: key.split(":")[0])["s3:A"] == 3
+    # the rebuilt entry replaced the damaged one: the next run reads it without building
+    again = cached_shards("t", (), lambda: pytest.fail("built again"), lambda key: key.split(":")[0])
+    assert dict(again) == {"s3:A": 3, "ec2:B": 4}
 
 
 def test_a_whole_pickle_of_the_same_name_is_not_read_as_shards(tmp_path, monkeypatch):
