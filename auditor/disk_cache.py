@@ -41,13 +41,13 @@ def _versions(packages: tuple[str, ...]) -> str:
 
 def cached(name: str, packages: tuple[str, ...], build: Callable[[], T]) -> T:
     """``build()``'s result, reused across runs while ``packages`` keep their versions."""
-    return _through(name, _versions(packages).encode(), build)
+    return _through(name, _key(packages), build)
 
 
 def cached_for(name: str, packages: tuple[str, ...], content: bytes, build: Callable[[], T]) -> T:
     """``build()``'s result, reused across runs for the same ``content`` (what it is derived from,
     e.g. the text of the files it parses) while ``packages`` keep their versions."""
-    return _through(name, _versions(packages).encode() + b"\0" + content, build)
+    return _through(name, _key(packages, content), build)
 
 
 def cached_shards(
@@ -64,7 +64,7 @@ def cached_shards(
         return {shard: pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL) for shard, part in grouped.items()}
 
     # keyed apart from a whole pickle of the same name, so an older layout is never read as this one
-    key = _versions(packages).encode() + b"\0shards"
+    key = _key(packages, b"shards")
 
     def rebuild() -> dict[str, bytes]:  # a damaged shard: built again, stored over the damaged entry
         fresh = shards()
@@ -89,15 +89,17 @@ class ShardedMapping(Mapping[str, V]):
     def _shard(self, shard: str) -> dict[str, V]:
         part = self._loaded.get(shard)
         if part is None:
-            blob = self._shards.get(shard)
             try:
-                part = pickle.loads(blob) if blob is not None else {}
+                part = self._unpickled(shard)
             except Exception:  # a damaged cache entry: built again, never a failure
                 self._shards = self._rebuild()
-                blob = self._shards.get(shard)
-                part = pickle.loads(blob) if blob is not None else {}
+                part = self._unpickled(shard)
             self._loaded[shard] = part
         return part
+
+    def _unpickled(self, shard: str) -> dict[str, V]:
+        blob = self._shards.get(shard)
+        return pickle.loads(blob) if blob is not None else {}
 
     def __getitem__(self, key: str) -> V:
         return self._shard(self._shard_of(key))[key]
@@ -108,6 +110,12 @@ class ShardedMapping(Mapping[str, V]):
 
     def __len__(self) -> int:
         return sum(len(self._shard(shard)) for shard in self._shards)
+
+
+def _key(packages: tuple[str, ...], content: bytes | None = None) -> bytes:
+    """What an entry is derived from: the packages' versions, and ``content`` when given."""
+    versions = _versions(packages).encode()
+    return versions if content is None else versions + b"\0" + content
 
 
 def _through(name: str, key: bytes, build: Callable[[], T]) -> T:
