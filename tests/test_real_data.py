@@ -58,3 +58,70 @@ def test_every_real_cloudtrail_shape_is_found_and_read(tmp_path):
     found, problems = trail.find_log_files([folder])
     assert problems == []
     assert len(found) == len([p for p in (REAL / "cloudtrail").iterdir() if "INVALID" not in p.name])
+
+
+def test_real_cloudtrail_and_hostile_copies_scan_alike_serial_and_parallel(tmp_path):
+    """Every real sample, and hostile copies of them (cut short, wrapped ten thousand levels deep inside
+    a record, duplicated, dated in the future, BOM-prefixed), spread over many small batches: two
+    workers report exactly what one does, in the same order."""
+    from conftest import RULES
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    samples = sorted(p for p in (REAL / "cloudtrail").iterdir() if "INVALID" not in p.name)
+    for index, path in enumerate(samples):
+        raw = path.read_bytes()
+        shutil.copy(path, folder / f"{index:03d}-real{''.join(path.suffixes)}")
+        shutil.copy(path, folder / f"{index:03d}-again{''.join(path.suffixes)}")  # the same records twice
+        if path.suffix != ".gz":
+            text = raw.decode("utf-8")
+            (folder / f"{index:03d}-bom.json").write_bytes(b"\xef\xbb\xbf" + raw)
+            (folder / f"{index:03d}-cut.json").write_bytes(raw[: len(raw) // 2])
+            (folder / f"{index:03d}-future.json").write_text(text.replace('"eventTime": "20', '"eventTime": "99'))
+            nested = '{"Records": [{"eventTime": "2026-11-01T00:00:00Z", "x": ' + "[" * 10_000 + "]" * 10_000 + "}]}"
+            (folder / f"{index:03d}-nested.json").write_text(nested)
+    found, _ = trail.find_log_files([folder])
+    assert len(found) > 4 * len(samples)
+    options = trail.TrailOptions("2000-01-01T00:00:00Z", "2026-12-01T00:00:00Z", "2026-12-01T00:00:00Z", None, RULES)
+    serial = trail.scan(found, options, workers=1)
+    parallel = trail.scan(found, options, workers=2)
+    assert serial.usage and serial.usage == parallel.usage
+    assert serial.days == parallel.days and serial.unmapped == parallel.unmapped
+    assert serial.gaps == parallel.gaps and serial.skipped == parallel.skipped
+    assert serial.beyond_cap == parallel.beyond_cap > 0
+
+    def ids(partial):
+        return {key: sorted(records) for key, records in partial.record_ids.items()}
+
+    assert ids(serial) == ids(parallel)
+    assert serial.drop_duplicates(serial.usage) == parallel.drop_duplicates(parallel.usage) > 0
+    assert serial.usage == parallel.usage
+
+
+def test_real_gcp_audit_logs_and_hostile_copies_scan_alike_serial_and_parallel(tmp_path):
+    """The real Cloud Audit Log samples and hostile copies (cut short, duplicated, dated in the future,
+    nested deep inside an entry) over many batches: two workers report exactly what one does."""
+    from auditor.connectors.gcp import audit_logs as gcp_logs
+
+    folder = tmp_path / "gcp"
+    folder.mkdir()
+    samples = sorted(p for p in (REAL / "gcp").iterdir() if p.suffix in (".jsonl", ".ndjson"))
+    assert samples
+    for index, path in enumerate(samples):
+        text = path.read_text(encoding="utf-8")
+        for copy in range(3):
+            (folder / f"{index:03d}-{copy}{path.suffix}").write_text(text)  # the same entries three times
+        (folder / f"{index:03d}-cut{path.suffix}").write_text(text[: len(text) // 2])
+        (folder / f"{index:03d}-future{path.suffix}").write_text(text.replace('"timestamp": "20', '"timestamp": "99'))
+        deep = '{"timestamp": "2026-11-01T00:00:00Z", "protoPayload": ' + "[" * 10_000 + "]" * 10_000 + "}\n"
+        (folder / f"{index:03d}-nested{path.suffix}").write_text(text + deep)
+    found, _ = gcp_logs.find_log_files([folder])
+    assert len(found) == 6 * len(samples)
+    options = gcp_logs.ScanOptions("2000-01-01T00:00:00Z", "2026-12-01T00:00:00Z", None, cap="2026-12-01T00:00:00Z")
+    serial = gcp_logs.scan(found, options, workers=1)
+    parallel = gcp_logs.scan(found, options, workers=2)
+    assert serial.usage and serial.usage == parallel.usage
+    assert serial.days == parallel.days and serial.gaps == parallel.gaps and serial.skipped == parallel.skipped
+    assert serial.beyond_cap == parallel.beyond_cap > 0
+    assert serial.drop_duplicates(serial.usage) == parallel.drop_duplicates(parallel.usage) > 0
+    assert serial.usage == parallel.usage
