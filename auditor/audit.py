@@ -1,9 +1,15 @@
 """The library entry point: :func:`run_audit` asks every source its questions and decides the rest.
 
-Data flow: sources → grants (who holds what) → agent selection → catalogs → one window per cloud →
-usage within it (rescanned once if the window moved) → coverage, missing days and input problems →
-the diff engine (one evidence state per permission) → findings. :func:`auditor.output.write_outputs`
-turns the result into files. The CLI, the tests and the benchmarks all go through here.
+Data flow: one window per cloud (it needs no grants) → the log scans that can begin without the
+agents begin (:class:`~auditor.connectors.base.ReadsAhead`) → sources → grants (who holds what) →
+agent selection → catalogs → usage within the window (rescanned once if the window moved) →
+coverage, missing days and input problems → the diff engine (one evidence state per permission) →
+findings. :func:`auditor.emit.write.write_outputs` turns the result into files. The CLI, the tests
+and the benchmarks all go through here.
+
+Nothing here imports polars before the scans have begun: the frames are built in
+:mod:`auditor.audit_input`, the engine in :mod:`auditor.diff` and :mod:`auditor.findings`, all
+imported by :func:`run_audit` after, so that the workers read the logs while they load.
 """
 
 from __future__ import annotations
@@ -11,22 +17,35 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import polars as pl
-
-from auditor import exceptions as accepted
-from auditor import model
 from auditor import ruleset as rule_files
 from auditor import window as windows
 from auditor.catalog import Catalog
-from auditor.connectors.base import Evidence, GrantSet, Progress, Source, UsageRequest, WindowEnd, no_progress
-from auditor.coverage import coverage_rows, input_problem_rows, missing_day_rows
-from auditor.diff import IdentityAudit, diff
+from auditor.connectors.base import (
+    EarlyRequest,
+    Evidence,
+    GrantSet,
+    Progress,
+    ReadsAhead,
+    Source,
+    UsageInFlight,
+    UsageRequest,
+    WindowEnd,
+    no_progress,
+)
 from auditor.errors import InputError
-from auditor.findings import build_findings
 from auditor.ruleset import SEVERITY_RANK, Rules
 from auditor.selection import AgentSelector
-from auditor.timefmt import iso_utc, parse_iso
+from auditor.timefmt import parse_iso
+from auditor.window import Window
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from auditor import exceptions as accepted
+    from auditor import model
+    from auditor.diff import IdentityAudit
 
 
 @dataclass(frozen=True)
@@ -67,12 +86,16 @@ class AuditResult:
         return next(a for a in self.audits if a.provider == provider and a.identity == identity)
 
     def findings_at_or_above(self, level: str) -> pl.DataFrame:
+        import polars as pl
+
+        from auditor import exceptions as accepted
+
         rank = SEVERITY_RANK[level]
         return accepted.open_findings(self.findings).filter(
             pl.col("severity").replace_strict(SEVERITY_RANK, return_dtype=pl.Int8) >= rank
         )
 
-    def window(self, provider: str) -> model.Window | None:
+    def window(self, provider: str) -> Window | None:
         return self.data.windows.get(provider)
 
 
@@ -85,21 +108,39 @@ def run_audit(config: AuditConfig, progress: Progress = no_progress) -> AuditRes
         )
     rules = config.rules or rule_files.load()
     now = (config.now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
-    grant_sets = [source.grants(config.selector, rules) for source in config.sources]
-    grants = _combined(grant_sets)
-    agents = _agents(grants.identities)
-    catalogs = _catalogs(config.sources, grant_sets, rules)
-    caps = [_cap(source, now) for source in config.sources]
-    ends = [s.window_end(cap, rules, config.workers) for s, cap in zip(config.sources, caps, strict=True)]
-    chosen = windows.choose(
-        [(s.provider, e) for s, e in zip(config.sources, ends, strict=True)], config.days, config.until, now
-    )
-    evidence = _usage(config, rules, chosen, caps, agents, catalogs, progress, set(chosen))
-    moved = _moved(config, ends, chosen, evidence)
-    if moved:  # the probe under-estimated the newest event: scan again with the right window
-        chosen = {**chosen, **moved}
-        evidence.update(_usage(config, rules, chosen, caps, agents, catalogs, progress, set(moved)))
-    data = _assemble(config, grants, [evidence[i] for i in range(len(config.sources))], catalogs, chosen, caps, agents)
+    caps: dict[int, datetime] = {}
+    ends: dict[int, WindowEnd] = {}
+    ahead = _reading_ahead(config.sources)
+    chosen = _windows(config, rules, now, ahead, caps, ends)
+    in_flight: dict[int, UsageInFlight] = {}
+    try:
+        for index, source in enumerate(config.sources):
+            if isinstance(source, ReadsAhead) and source.provider in ahead:
+                early = EarlyRequest(chosen[source.provider], caps[index], rules, config.workers, config.max_file_bytes)
+                in_flight[index] = source.read_ahead(early)
+        # polars and the engine load here, while the workers read the logs
+        from auditor import audit_input
+        from auditor import exceptions as accepted
+        from auditor.diff import diff
+        from auditor.findings import build_findings
+
+        grant_sets = [source.grants(config.selector, rules) for source in config.sources]
+        grants = audit_input.combined(grant_sets)
+        agents = audit_input.agents(grants.identities)
+        catalogs = _catalogs(config.sources, grant_sets, rules)
+        rest = {s.provider for s in config.sources} - ahead
+        chosen |= _windows(config, rules, now, rest, caps, ends)
+        cap_list = [caps[i] for i in range(len(config.sources))]
+        evidence = _usage(config, rules, chosen, cap_list, agents, catalogs, progress, set(chosen), in_flight)
+        moved = _moved(config, ends, chosen, evidence)
+        if moved:  # the probe under-estimated the newest event: scan again with the right window
+            chosen = {**chosen, **moved}
+            evidence.update(_usage(config, rules, chosen, cap_list, agents, catalogs, progress, set(moved), {}))
+        found = [evidence[i] for i in range(len(config.sources))]
+        data = audit_input.assemble(config.sources, grants, found, catalogs, chosen, cap_list, agents)
+    finally:
+        for flight in in_flight.values():
+            flight.cancel()
     options = AuditOptions(drop_unobservable=config.drop_unobservable, strict=config.strict)
     if config.strict and data.gaps.height:
         first = data.gaps.row(0, named=True)
@@ -112,41 +153,30 @@ def run_audit(config: AuditConfig, progress: Progress = no_progress) -> AuditRes
     return AuditResult(data, rules, options, result.permissions, findings, tuple(result.identities), now, statuses)
 
 
-def _cap(source: Source, now: datetime) -> datetime:
-    collected = source.collected_at()
-    return min(collected, now) if collected is not None else now
+def _reading_ahead(sources: Sequence[Source]) -> set[str]:
+    """The providers whose every source reads ahead: their window is chosen before the grants are
+    read (the others may need their grants read first, :class:`~auditor.connectors.base.Source`)."""
+    providers = {s.provider for s in sources}
+    return {p for p in providers if all(isinstance(s, ReadsAhead) for s in sources if s.provider == p)}
 
 
-def _combined(parts: Sequence[GrantSet]) -> GrantSet:
-    identities = model.concat([p.identities for p in parts], model.IDENTITIES, "identities")
-    duplicated = identities.filter(pl.struct("provider", "identity").is_duplicated())
-    gaps = [
-        model.gap(p, a, i, "identity in several sources; the first one is kept", "warning")
-        for p, a, i in duplicated.select("provider", "account", "identity").unique(maintain_order=True).iter_rows()
-    ]
-    keys = ["provider", "identity", "statement_id"]
-    return GrantSet(
-        identities=identities.unique(["provider", "identity"], keep="first", maintain_order=True),
-        grants=model.concat([p.grants for p in parts], model.GRANTS, "grants").unique(keys, maintain_order=True),
-        trusts=model.concat([p.trusts for p in parts], model.TRUSTS, "trusts").unique(keys, maintain_order=True),
-        managed=model.concat([p.managed for p in parts], model.MANAGED, "managed").unique(
-            ["provider", "id"], maintain_order=True
-        ),
-        gaps=model.concat([*(p.gaps for p in parts), model.frame(gaps, model.GAPS)], model.GAPS, "gaps"),
-    )
-
-
-def _agents(identities: pl.DataFrame) -> dict[str, frozenset[str]]:
-    chosen = identities.filter(pl.col("is_agent"))
-    if chosen.is_empty():
-        raise InputError(
-            "no agent identities selected",
-            "tag them (default tag key 'agent'), or pass --agent GLOB, --agents-file FILE or --all-identities",
-        )
-    return {
-        provider: frozenset(group["identity"].to_list())
-        for (provider,), group in chosen.group_by(["provider"], maintain_order=True)
-    }
+def _windows(
+    config: AuditConfig,
+    rules: Rules,
+    now: datetime,
+    providers: set[str],
+    caps: dict[int, datetime],
+    ends: dict[int, WindowEnd],
+) -> dict[str, Window]:
+    """The window of each of ``providers``; the cap and window end of their sources go into ``caps``
+    and ``ends`` (by source position)."""
+    mine = [i for i, s in enumerate(config.sources) if s.provider in providers]
+    for index in mine:
+        source = config.sources[index]
+        collected = source.collected_at()
+        caps[index] = min(collected, now) if collected is not None else now
+        ends[index] = source.window_end(caps[index], rules, config.workers)
+    return windows.choose([(config.sources[i].provider, ends[i]) for i in mine], config.days, config.until, now)
 
 
 def _catalogs(sources: Sequence[Source], grant_sets: Sequence[GrantSet], rules: Rules) -> dict[str, Catalog]:
@@ -161,14 +191,16 @@ def _catalogs(sources: Sequence[Source], grant_sets: Sequence[GrantSet], rules: 
 def _usage(
     config: AuditConfig,
     rules: Rules,
-    chosen: dict[str, model.Window],
+    chosen: dict[str, Window],
     caps: Sequence[datetime],
     agents: dict[str, frozenset[str]],
     catalogs: dict[str, Catalog],
     progress: Progress,
     providers: set[str],
+    in_flight: dict[int, UsageInFlight],
 ) -> dict[int, Evidence]:
-    """Each source's evidence (by its position), for the sources of ``providers``."""
+    """Each source's evidence (by its position), for the sources of ``providers``; a scan in flight
+    (``in_flight``, by position) answers for its source, once."""
     found: dict[int, Evidence] = {}
     for index, (source, cap) in enumerate(zip(config.sources, caps, strict=True)):
         if source.provider not in providers:
@@ -182,17 +214,18 @@ def _usage(
             config.workers,
             config.max_file_bytes,
         )
-        found[index] = source.usage(request, progress)
+        flight = in_flight.pop(index, None)
+        found[index] = flight.evidence(request, progress) if flight else source.usage(request, progress)
     return found
 
 
 def _moved(
-    config: AuditConfig, ends: Sequence[WindowEnd], chosen: dict[str, model.Window], evidence: dict[int, Evidence]
-) -> dict[str, model.Window]:
+    config: AuditConfig, ends: dict[int, WindowEnd], chosen: dict[str, Window], evidence: dict[int, Evidence]
+) -> dict[str, Window]:
     """New windows for the clouds whose full scan found a newer event than the probe did."""
     if config.until is not None:
         return {}
-    moved: dict[str, model.Window] = {}
+    moved: dict[str, Window] = {}
     for provider, window in chosen.items():
         mine = [i for i, s in enumerate(config.sources) if s.provider == provider]
         if any(ends[i].fixed for i in mine):
@@ -203,58 +236,3 @@ def _moved(
                 parse_iso(newest), config.days, f"the newest event of the full scan ({newest})"
             )
     return moved
-
-
-def _assemble(
-    config: AuditConfig,
-    grants: GrantSet,
-    evidence: Sequence[Evidence],
-    catalogs: dict[str, Catalog],
-    chosen: dict[str, model.Window],
-    caps: Sequence[datetime],
-    agents: dict[str, frozenset[str]],
-) -> model.AuditInput:
-    logs = [log for e in evidence for log in e.logs]
-    identities = grants.identities
-    accounts = {
-        provider: set(identities.filter(pl.col("is_agent") & (pl.col("provider") == provider))["account"].to_list())
-        for provider in agents
-    }
-    cap_of = {log.origin: iso_utc(cap) for e, cap in zip(evidence, caps, strict=True) for log in e.logs}
-    notes = {i: n for e in evidence for i, n in e.notes.items()}
-    if notes:
-        identities = identities.with_columns(
-            pl.struct("identity", "notes")
-            .map_elements(lambda r: [*(r["notes"] or []), *notes.get(r["identity"], [])], return_dtype=pl.List(pl.Utf8))
-            .alias("notes")
-        )
-    return model.AuditInput(
-        identities=identities,
-        grants=grants.grants,
-        trusts=grants.trusts,
-        managed=grants.managed,
-        usage=model.concat([e.usage for e in evidence], model.USAGE, "usage"),
-        unmapped=model.concat([e.unmapped for e in evidence], model.UNMAPPED, "unmapped"),
-        observability=model.concat(
-            [
-                *(e.observability for e in evidence),
-                model.frame(missing_day_rows(logs, chosen, accounts), model.OBSERVABILITY),
-            ],
-            model.OBSERVABILITY,
-            "observability",
-        ),
-        coverage=model.concat(
-            [model.frame(coverage_rows(logs, chosen, accounts), model.COVERAGE), *(e.coverage for e in evidence)],
-            model.COVERAGE,
-            "coverage",
-        ),
-        gaps=model.concat(
-            [grants.gaps, *(e.gaps for e in evidence), model.frame(input_problem_rows(logs, cap_of), model.GAPS)],
-            model.GAPS,
-            "gaps",
-        ),
-        source_findings=model.concat([e.findings for e in evidence], model.SOURCE_FINDINGS, "source_findings"),
-        catalogs=catalogs,
-        windows=chosen,
-        sources=tuple(path for source in config.sources for path in source.inputs()),
-    )

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal
 
 import polars as pl
 
 from auditor.catalog import Catalog
+from auditor.window import Window
 
 Provider = Literal["aws", "gcp", "azure", "tool"]
 EvidenceState = Literal["used", "denied", "unused", "unobservable"]
@@ -216,19 +216,6 @@ def gap(
         "severity": severity,
         "count": count,
     }
-
-
-@dataclass(frozen=True)
-class Window:
-    """The audit window [start, end] in UTC, and how its end was chosen."""
-
-    start: datetime
-    end: datetime
-    basis: str = ""
-
-    @property
-    def days(self) -> float:
-        return (self.end - self.start).total_seconds() / 86400
 
 
 @dataclass(frozen=True)

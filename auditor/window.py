@@ -9,12 +9,25 @@ collected for a window (a snapshot, an aggregate) keeps that window.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from auditor.connectors.base import WindowEnd
 from auditor.errors import InputError
-from auditor.model import Window
 from auditor.timefmt import iso_utc
+
+
+@dataclass(frozen=True)
+class Window:
+    """The audit window [start, end] in UTC, and how its end was chosen."""
+
+    start: datetime
+    end: datetime
+    basis: str = ""
+
+    @property
+    def days(self) -> float:
+        return (self.end - self.start).total_seconds() / 86400
 
 
 def window_ending(end: datetime, days: int, basis: str) -> Window:

@@ -8,6 +8,14 @@ selection, the window, coverage and missing days, the rescan when the window mov
 2. :meth:`Source.catalog`: the permission catalog those grants expand against;
 3. :meth:`Source.window_end`: the newest event the source holds, no later than ``cap``;
 4. :meth:`Source.usage`: what the agents did within the window, and what the logs cannot show.
+
+A source that reads logs may also offer :meth:`ReadsAhead.read_ahead`. When every source of its
+provider does, the core asks them :meth:`Source.collected_at` and :meth:`Source.window_end` first,
+before any grants are read, begins their scans for every identity (the agents are not known yet),
+and later asks each scan in flight for the evidence of the full request.
+
+This module imports no polars (the frames' default factories load :mod:`auditor.model` when they
+run): it is on the path that begins the log scan while the data-frame engine loads.
 """
 
 from __future__ import annotations
@@ -16,19 +24,32 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import polars as pl
-
-from auditor import model
 from auditor.catalog import Catalog
 from auditor.errors import InputError
 from auditor.ruleset import Rules
 from auditor.selection import AgentSelector
 from auditor.timefmt import iso_utc
 
+if TYPE_CHECKING:
+    import polars as pl
+
+    from auditor.window import Window
+
 #: Progress callback: (what, done, total). Sources call it; the CLI draws it on a TTY.
 Progress = Callable[[str, int, int], None]
+
+
+def _empty(schema: str) -> Callable[[], pl.DataFrame]:
+    """A default factory: an empty frame of ``auditor.model.<schema>``."""
+
+    def empty() -> pl.DataFrame:
+        from auditor import model
+
+        return model.empty(getattr(model, schema))
+
+    return empty
 
 
 def no_progress(what: str, done: int, total: int) -> None:
@@ -39,11 +60,11 @@ def no_progress(what: str, done: int, total: int) -> None:
 class GrantSet:
     """Who exists and what they are granted (frames of :mod:`auditor.model`)."""
 
-    identities: pl.DataFrame = field(default_factory=lambda: model.empty(model.IDENTITIES))
-    grants: pl.DataFrame = field(default_factory=lambda: model.empty(model.GRANTS))
-    trusts: pl.DataFrame = field(default_factory=lambda: model.empty(model.TRUSTS))
-    managed: pl.DataFrame = field(default_factory=lambda: model.empty(model.MANAGED))
-    gaps: pl.DataFrame = field(default_factory=lambda: model.empty(model.GAPS))
+    identities: pl.DataFrame = field(default_factory=_empty("IDENTITIES"))
+    grants: pl.DataFrame = field(default_factory=_empty("GRANTS"))
+    trusts: pl.DataFrame = field(default_factory=_empty("TRUSTS"))
+    managed: pl.DataFrame = field(default_factory=_empty("MANAGED"))
+    gaps: pl.DataFrame = field(default_factory=_empty("GAPS"))
 
 
 @dataclass
@@ -80,7 +101,7 @@ class LogStats:
 class UsageRequest:
     """What the core asks a source for: the agents' activity in ``window``."""
 
-    window: model.Window
+    window: Window
     cap: datetime  # nothing can have happened after this (collection time / now)
     agents: frozenset[str]
     catalog: Catalog
@@ -93,14 +114,14 @@ class UsageRequest:
 class Evidence:
     """A source's answer to :class:`UsageRequest`."""
 
-    usage: pl.DataFrame = field(default_factory=lambda: model.empty(model.USAGE))
-    unmapped: pl.DataFrame = field(default_factory=lambda: model.empty(model.UNMAPPED))
-    observability: pl.DataFrame = field(default_factory=lambda: model.empty(model.OBSERVABILITY))
-    coverage: pl.DataFrame = field(default_factory=lambda: model.empty(model.COVERAGE))
-    gaps: pl.DataFrame = field(default_factory=lambda: model.empty(model.GAPS))
+    usage: pl.DataFrame = field(default_factory=_empty("USAGE"))
+    unmapped: pl.DataFrame = field(default_factory=_empty("UNMAPPED"))
+    observability: pl.DataFrame = field(default_factory=_empty("OBSERVABILITY"))
+    coverage: pl.DataFrame = field(default_factory=_empty("COVERAGE"))
+    gaps: pl.DataFrame = field(default_factory=_empty("GAPS"))
     logs: tuple[LogStats, ...] = ()
     notes: dict[str, list[str]] = field(default_factory=dict)  # identity -> facts for the report
-    findings: pl.DataFrame = field(default_factory=lambda: model.empty(model.SOURCE_FINDINGS))
+    findings: pl.DataFrame = field(default_factory=_empty("SOURCE_FINDINGS"))
 
 
 @dataclass(frozen=True)
@@ -111,6 +132,38 @@ class WindowEnd:
     end: datetime | None
     basis: str
     fixed: bool = False
+
+
+@dataclass(frozen=True)
+class EarlyRequest:
+    """What the core knows of its :class:`UsageRequest` before the grants are read: all but the
+    agents and the catalog."""
+
+    window: Window
+    cap: datetime
+    rules: Rules
+    workers: int | None = None
+    max_file_bytes: int | None = None
+
+
+class UsageInFlight(Protocol):
+    """A usage scan begun before the agents were known (:meth:`ReadsAhead.read_ahead`)."""
+
+    def evidence(self, request: UsageRequest, progress: Progress = no_progress) -> Evidence:
+        """The answer to ``request``, exactly what :meth:`Source.usage` would give: the scan is read
+        again when the one begun does not fit the request."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop reading (a no-op once :meth:`evidence` has answered)."""
+        ...
+
+
+@runtime_checkable
+class ReadsAhead(Protocol):
+    def read_ahead(self, early: EarlyRequest) -> UsageInFlight:
+        """Begin the usage scan for every identity."""
+        ...
 
 
 class Source(Protocol):
@@ -147,6 +200,8 @@ def aggregate_window_gaps(
     reason = (
         f"{engine} usage was aggregated over {start} .. {end}, not the audit window: --days/--until do not re-window it"
     )
+    from auditor import model
+
     return [model.gap(provider, None, "window", reason, "warning")]
 
 

@@ -20,11 +20,12 @@ import signal
 import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import msgspec
 
@@ -363,36 +364,97 @@ def fold_files(
     files to pay for them. ``read_batch`` must be picklable (a module-level function or a partial of
     one). ``initializer`` builds per-process state; it runs in this process first, so forked workers
     inherit what it built instead of building it again."""
-    if initializer is not None:
-        initializer(*initargs)
-    workers = workers or os.cpu_count() or 1
-    batches = guided_batches(files, workers, batch_size)
-    done = 0
-    if workers <= 1 or len(batches) < 2:
-        with _tuned_for_scan():
-            for batch in batches:
-                total.merge(read_batch(batch))
-                done += len(batch)
-                if progress:
-                    progress(done, len(files))
-        return total
-    gc.freeze()  # forked workers must not copy-on-write the parent's heap through GC/refcount traffic
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    try:
-        with (
-            _tuned_for_scan(),
-            ProcessPoolExecutor(
+    return FoldInFlight(files, read_batch, workers, batch_size, initializer, initargs).finish(total, progress)
+
+
+class FoldInFlight(Generic[T]):
+    """A fold over files started now and collected later (:meth:`finish`), so the workers read while
+    this process does other work. The batches no worker has begun by then can be read by another
+    reader, one that knows more than the first did (the scan starts before the agents are known).
+
+    Serial folds (one worker, or too few files for two) do all their work in :meth:`finish`."""
+
+    def __init__(
+        self,
+        files: Sequence[Path],
+        read_batch: Callable[[list[Path]], T],
+        workers: int | None,
+        batch_size: int = 32,
+        initializer: Callable[..., None] | None = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> None:
+        if initializer is not None:
+            initializer(*initargs)
+        workers = workers or os.cpu_count() or 1
+        self.files = files
+        self.batches = guided_batches(files, workers, batch_size)
+        self.read_batch = read_batch
+        self.pool: ProcessPoolExecutor | None = None
+        self.futures: list[Future[T]] = []
+        if workers <= 1 or len(self.batches) < 2:
+            return
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+        gc.freeze()  # forked workers must not copy-on-write the parent's heap through GC/refcount traffic
+        try:
+            self.pool = ProcessPoolExecutor(
                 workers, mp_context=context, initializer=_worker_init, initargs=(initializer, initargs)
-            ) as pool,
-        ):
-            for batch, partial in zip(batches, pool.map(read_batch, batches), strict=True):
-                total.merge(partial)
-                done += len(batch)
-                if progress:
-                    progress(done, len(files))
-    finally:
-        gc.unfreeze()
-    return total
+            )
+            self.futures = [self.pool.submit(read_batch, batch) for batch in self.batches]  # forks every worker
+        except BaseException:
+            self.cancel()
+            raise
+        finally:
+            gc.unfreeze()
+
+    def finish(
+        self,
+        total: T,
+        progress: Callable[[int, int], None] | None = None,
+        read_rest: Callable[[list[Path]], T] | None = None,
+    ) -> T:
+        """Merge every batch into ``total``, in file order. ``read_rest`` reads the batches not begun
+        yet (default: the first reader); a batch the first reader failed on is read again by it."""
+        rest = read_rest or self.read_batch
+        done = 0
+        if self.pool is None:
+            with _tuned_for_scan():
+                for batch in self.batches:
+                    total.merge(rest(batch))
+                    done += len(batch)
+                    if progress:
+                        progress(done, len(self.files))
+            return total
+        try:
+            if read_rest is not None:
+                self.futures = [
+                    self.pool.submit(read_rest, batch) if future.cancel() else future
+                    for batch, future in zip(self.batches, self.futures, strict=True)
+                ]
+            with _tuned_for_scan():
+                for batch, future in zip(self.batches, self.futures, strict=True):
+                    total.merge(self._result(future, batch, rest))
+                    done += len(batch)
+                    if progress:
+                        progress(done, len(self.files))
+        finally:
+            self.cancel()
+        return total
+
+    def _result(self, future: Future[T], batch: list[Path], rest: Callable[[list[Path]], T]) -> T:
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            raise
+        except Exception:
+            if rest is self.read_batch or self.pool is None:
+                raise
+            return self.pool.submit(rest, batch).result()  # what the first reader tripped on, the last decides
+
+    def cancel(self) -> None:
+        """Stop the workers (a no-op once finished): the batches not begun are dropped."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
 
 def _newest_batch(paths: list[Path], newest_in: Callable[[Path], str]) -> NewestByFile:

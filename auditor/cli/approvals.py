@@ -18,14 +18,16 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from auditor.approvals import ApprovalQueue, ApprovalRequest, QueueError, open_queue
 from auditor.cli.options import interruptible
 from auditor.errors import AuditorError
 from auditor.timefmt import iso
+
+if TYPE_CHECKING:
+    from auditor.approvals import ApprovalQueue, ApprovalRequest
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -62,6 +64,8 @@ class ApprovalError(AuditorError):
 @contextlib.contextmanager
 def opened(location: str | None) -> Iterator[ApprovalQueue]:
     """The queue at ``location``, closed afterwards; its errors as one-line :class:`ApprovalError`."""
+    from auditor.approvals import QueueError, open_queue
+
     try:
         queue = open_queue(location)
     except QueueError as exc:
@@ -224,6 +228,8 @@ def headline(request: ApprovalRequest) -> str:
 
 def ask(approvals: ApprovalQueue, request: ApprovalRequest, approver: str) -> bool:
     """One interactive decision: a(pprove), d(eny) or s(kip). False when the input has ended."""
+    from auditor.approvals import QueueError
+
     typer.echo("  approve, deny or skip? [a/d/S] ", nl=False)
     answer = sys.stdin.readline()
     if not answer:

@@ -11,17 +11,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from auditor import drift
-from auditor import exceptions as accepted
 from auditor import ruleset as rule_files
 from auditor.cli.options import FailOn, Option, parse_until, tty_progress
-from auditor.emit import sarif
 from auditor.errors import EXIT_FINDINGS, InputError
 from auditor.selection import AgentSelector
+
+if TYPE_CHECKING:
+    from auditor import drift
+    from auditor import exceptions as accepted
+    from auditor.emit import sarif
 
 COMMON_OPTIONS = [
     Option("days", Annotated[int, typer.Option(min=1, max=400, help="Window length in days.")], 30),
@@ -152,10 +154,11 @@ class Common:
 
 
 def run(values: Mapping[str, Any], providers: Sequence[ModuleType]) -> None:
-    """Audit agent identities: findings, least-privilege policies, blocklist and report in --out."""
+    """Audit agent identities: findings, least-privilege policies, blocklist and report in --out.
+
+    What loads polars (the drift baseline, exceptions, the outputs) is imported only when needed
+    and after :func:`~auditor.audit.run_audit` has begun the log scans, so that they overlap."""
     from auditor.audit import AuditConfig, run_audit
-    from auditor.emit.report_md import terminal_summary
-    from auditor.emit.write import write_outputs
 
     common = Common.parse(values)
     progress = tty_progress()
@@ -170,14 +173,19 @@ def run(values: Mapping[str, Any], providers: Sequence[ModuleType]) -> None:
         drop_unobservable=values["drop_unobservable"],
         workers=values["workers"],
         max_file_bytes=values["max_file_mib"] << 20,
-        exceptions=accepted.load(values["exceptions"]) if values["exceptions"] else (),
+        exceptions=_exceptions(values["exceptions"]),
     )
     fail_on_new: FailOn = values["fail_on_new"]
     if fail_on_new is not FailOn.none and values["baseline"] is None:
         raise InputError("--fail-on-new needs --baseline", "pass the previous audit's --out folder or report.json")
-    previous = drift.load(values["baseline"]) if values["baseline"] else None  # bad inputs fail before the audit
-    iac = sarif.load_map(values["iac_map"]) if values["iac_map"] else ()
+    previous = _previous(values["baseline"])  # bad inputs fail before the audit
+    iac = _iac_map(values["iac_map"])
     result = run_audit(config, progress)
+
+    from auditor import drift
+    from auditor.emit.report_md import terminal_summary
+    from auditor.emit.write import write_outputs
+
     out: Path = values["out"]
     document = write_outputs(result, out, previous, iac)
     if not values["quiet"]:
@@ -193,3 +201,27 @@ def run(values: Mapping[str, Any], providers: Sequence[ModuleType]) -> None:
             err=True,
         )
         raise typer.Exit(EXIT_FINDINGS)
+
+
+def _exceptions(path: Path | None) -> tuple[accepted.Entry, ...]:
+    if path is None:
+        return ()
+    from auditor import exceptions as accepted
+
+    return accepted.load(path)
+
+
+def _previous(path: Path | None) -> drift.Audit | None:
+    if path is None:
+        return None
+    from auditor import drift
+
+    return drift.load(path)
+
+
+def _iac_map(path: Path | None) -> tuple[sarif.IacLocation, ...]:
+    if path is None:
+        return ()
+    from auditor.emit import sarif
+
+    return sarif.load_map(path)

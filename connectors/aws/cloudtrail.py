@@ -10,6 +10,7 @@ counters ever cross process boundaries, so memory does not grow with the number 
 
 from __future__ import annotations
 
+import functools
 import re
 from array import array
 from collections.abc import Callable, Sequence
@@ -26,9 +27,9 @@ from auditor.connectors.aws.cloudtrail_records import Event, Resource, decode, l
 from auditor.connectors.log_scan import (
     SECONDS,
     EventClock,
+    FoldInFlight,
     ScanCounters,
     batches_of,
-    fold_files,
     newest_event,
     problem_row,
 )
@@ -79,6 +80,13 @@ class Partial(ScanCounters):
             if mine[3] is not None:
                 mine[3] = None if resources is None else _capped(mine[3] | resources)
             mine[4] = mine[4] and complete
+
+    def keep_only(self, identities: frozenset[str]) -> None:
+        """Drop the counters of identities not in ``identities``: what the fold would have kept had
+        it known them (the counters before its identity check do not depend on the identity)."""
+        self.usage = {k: v for k, v in self.usage.items() if k[1] in identities}
+        self.record_ids = {k: v for k, v in self.record_ids.items() if k[1] in identities}
+        self.unmapped = {k: v for k, v in self.unmapped.items() if k[1] in identities}
 
 
 def _capped(resources: set[str]) -> set[str] | None:
@@ -175,10 +183,11 @@ def _init_worker(options: TrailOptions) -> None:
         _CONTEXT.mapper.namespace("s3.amazonaws.com")  # loads the index of botocore's services before any fork
 
 
-def _fold(events: list[Event], ctx: _Context, out: Partial, origin: str) -> None:
-    """The hot loop: one pass over decoded events, counters only (see ``Partial``)."""
+def _fold(events: list[Event], ctx: _Context, out: Partial, origin: str, keep: frozenset[str] | None) -> None:
+    """The hot loop: one pass over decoded events, counters only (see ``Partial``); only the
+    identities in ``keep`` are counted (None: all)."""
     opts = ctx.options
-    start, end, cap, keep = opts.start, opts.end, opts.cap, opts.identities
+    start, end, cap = opts.start, opts.end, opts.cap
     mapper, plans, arn_cache, accounts, clock = ctx.mapper, ctx.plans, ctx.arn_cache, ctx.accounts, ctx.clock
     usage, unmapped, skipped, days, first, last = out.usage, out.unmapped, out.skipped, out.days, out.first, out.last
     in_window, minutes, remember, record_ids = out.in_window, clock.minutes, out.seen, out.record_ids
@@ -344,8 +353,9 @@ def _count(usage: dict, key: tuple[str, str, str, str, str], when: str, arns: li
             entry[3] = None
 
 
-def read_file(path: Path) -> Partial:
-    """Fold one log file into a Partial; an unreadable file becomes a gap, never an exception."""
+def read_file(path: Path, identities: frozenset[str] | None = None) -> Partial:
+    """Fold one log file into a Partial; an unreadable file becomes a gap, never an exception.
+    ``identities``: the ones to count, when not the options' (a scan started before they were known)."""
     assert _CONTEXT is not None, "worker not initialised"
     out = Partial()
     origin = str(path)
@@ -353,9 +363,21 @@ def read_file(path: Path) -> Partial:
         events = decode(read_input(path, _CONTEXT.options.max_file_bytes), origin, out)
     except (InputError, OSError, ValueError, msgspec.DecodeError, RecursionError) as exc:
         return out.unreadable(origin, exc)
-    _fold(events, _CONTEXT, out, origin)
+    _fold(events, _CONTEXT, out, origin, _CONTEXT.options.identities if identities is None else identities)
     out.file_done()
     return out
+
+
+def start_scan(files: Sequence[Path], options: TrailOptions, workers: int | None = None) -> FoldInFlight[Partial]:
+    """Start folding ``files`` in worker processes (when there are enough of them); collect with
+    :meth:`FoldInFlight.finish`."""
+    return FoldInFlight(files, batches_of(read_file, Partial), workers, initializer=_init_worker, initargs=(options,))
+
+
+def rest_reader(identities: frozenset[str]) -> Callable[[list[Path]], Partial]:
+    """The batch reader that counts only ``identities``, for the batches a scan started with
+    ``TrailOptions.identities=None`` has not begun when they become known."""
+    return batches_of(functools.partial(read_file, identities=identities), Partial)
 
 
 def scan(
@@ -365,15 +387,7 @@ def scan(
     progress: Callable[[int, int], None] | None = None,
 ) -> Partial:
     """Fold all ``files``; in parallel processes when there are enough files to pay for them."""
-    return fold_files(
-        files,
-        batches_of(read_file, Partial),
-        Partial(),
-        workers,
-        progress,
-        initializer=_init_worker,
-        initargs=(options,),
-    )
+    return start_scan(files, options, workers).finish(Partial(), progress)
 
 
 def _newest_in(path: Path) -> str:

@@ -6,30 +6,43 @@ tree or exports) anywhere below it. A live collection adds ``manifest.json`` (it
 default audit window, its gaps are reported), ``athena-usage.json`` and ``access-advisor-*.json``
 (more usage, see :mod:`auditor.connectors.aws.snapshot`), and per-account
 ``event-selectors-<account>*.json`` that apply to that account only.
+
+The log scan begins before the grants are read (:meth:`AwsFiles.read_ahead`), and before polars
+has loaded: the frames are built by methods that import it when they run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
-
-from auditor import model
 from auditor.catalog import Catalog, aws_catalog
 from auditor.connectors.aws import cloudtrail as trail
 from auditor.connectors.aws import snapshot as snap
 from auditor.connectors.aws.coverage import ObservabilityRules, TrailCoverage, observability_rows
-from auditor.connectors.aws.iam import AuthorizationDetails
-from auditor.connectors.base import Evidence, GrantSet, Progress, UsageRequest, WindowEnd, no_progress
+from auditor.connectors.base import (
+    EarlyRequest,
+    Evidence,
+    GrantSet,
+    Progress,
+    UsageRequest,
+    WindowEnd,
+    no_progress,
+)
+from auditor.connectors.log_scan import FoldInFlight
 from auditor.errors import InputError
 from auditor.fileio import DEFAULT_CAP
 from auditor.ruleset import Rules
 from auditor.selection import AgentSelector
 from auditor.timefmt import iso_utc, parse_iso
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from auditor.window import Window
 
 AUTH_GLOB = "authorization-details*.json"
 SELECTORS_GLOB = "event-selectors*.json"
@@ -66,6 +79,11 @@ class AwsFiles:
     # -- the questions ------------------------------------------------------------------------
 
     def grants(self, selector: AgentSelector, rules: Rules) -> GrantSet:
+        import polars as pl
+
+        from auditor import model
+        from auditor.connectors.aws.iam import AuthorizationDetails
+
         parts = [AuthorizationDetails.from_file(path).frames(selector) for path in self.auth_files]
         identities = pl.concat([p.identities for p in parts])
         duplicated = identities.filter(pl.col("identity").is_duplicated())["identity"].unique().sort().to_list()
@@ -102,14 +120,31 @@ class AwsFiles:
         newest = trail.newest_event_time(files, options, workers)
         return WindowEnd(parse_iso(newest) if newest else None, f"the newest CloudTrail event in {self._origin()}")
 
+    def read_ahead(self, early: EarlyRequest) -> TrailInFlight:
+        """Begin the CloudTrail scan for every identity: the core reads the grants meanwhile."""
+        options = self._options(early.window, early.cap, None, early.rules, early.max_file_bytes)
+        return TrailInFlight(self, options, trail.start_scan(self.log_files(), options, early.workers))
+
     def usage(self, request: UsageRequest, progress: Progress = no_progress) -> Evidence:
-        start, end = iso_utc(request.window.start), iso_utc(request.window.end)
-        options = trail.TrailOptions(
-            start, end, iso_utc(request.cap), request.agents, request.rules, request.max_file_bytes or DEFAULT_CAP
-        )
-        files = self.log_files()
-        partial = trail.scan(files, options, request.workers, lambda d, t: progress("CloudTrail files", d, t))
+        options = self._options(request.window, request.cap, request.agents, request.rules, request.max_file_bytes)
+        return self._evidence(request, trail.scan(self.log_files(), options, request.workers, _files(progress)))
+
+    def _options(
+        self,
+        window: Window,
+        cap: datetime,
+        agents: frozenset[str] | None,
+        rules: Rules,
+        max_file_bytes: int | None,
+    ) -> trail.TrailOptions:
+        start, end = iso_utc(window.start), iso_utc(window.end)
+        return trail.TrailOptions(start, end, iso_utc(cap), agents, rules, max_file_bytes or DEFAULT_CAP)
+
+    def _evidence(self, request: UsageRequest, partial: trail.Partial) -> Evidence:
+        from auditor import model
+
         duplicates = partial.drop_duplicates(partial.usage)
+        start, end = iso_utc(request.window.start), iso_utc(request.window.end)
         added = self.extras.read(request.agents, start, end, request.rules)
         partial.merge(added.partial)
         accounts = sorted({i.split(":")[4] for i in request.agents if i.count(":") >= 5})
@@ -156,6 +191,34 @@ class AwsFiles:
         ]
 
 
+@dataclass
+class TrailInFlight:
+    """A CloudTrail scan begun for every identity (:meth:`AwsFiles.read_ahead`)."""
+
+    source: AwsFiles
+    options: trail.TrailOptions  # identities None: every one
+    flight: FoldInFlight[trail.Partial]
+
+    def evidence(self, request: UsageRequest, progress: Progress = no_progress) -> Evidence:
+        """The answer to ``request``: the batches not begun count only its agents, the others are
+        cut down to them. A scan begun for another window, cap or rules is dropped and read again."""
+        source = self.source
+        wanted = source._options(request.window, request.cap, None, request.rules, request.max_file_bytes)
+        if wanted != self.options:
+            self.cancel()
+            return source.usage(request, progress)
+        partial = self.flight.finish(trail.Partial(), _files(progress), trail.rest_reader(request.agents))
+        partial.keep_only(request.agents)
+        return source._evidence(request, partial)
+
+    def cancel(self) -> None:
+        self.flight.cancel()
+
+
+def _files(progress: Progress) -> Callable[[int, int], None]:
+    return lambda done, total: progress("CloudTrail files", done, total)
+
+
 def _merged(files: Sequence[TrailCoverage]) -> TrailCoverage | None:
     if not files:
         return None
@@ -186,6 +249,10 @@ def _trail_coverages(source: AwsFiles, rules: Rules) -> tuple[TrailCoverage | No
 
 
 def _usage_frame(partial: trail.Partial) -> pl.DataFrame:
+    import polars as pl
+
+    from auditor import model
+
     rows = [
         {
             "provider": "aws",
