@@ -386,6 +386,7 @@ class FoldInFlight(Generic[T]):
         if initializer is not None:
             initializer(*initargs)
         workers = workers or os.cpu_count() or 1
+        self.setup = (initializer, initargs)
         self.files = files
         self.batches = guided_batches(files, workers, batch_size)
         self.read_batch = read_batch
@@ -413,10 +414,14 @@ class FoldInFlight(Generic[T]):
         read_rest: Callable[[list[Path]], T] | None = None,
     ) -> T:
         """Merge every batch into ``total``, in file order. ``read_rest`` reads the batches not begun
-        yet (default: the first reader); a batch the first reader failed on is read again by it."""
+        yet (default: the first reader); a batch the first reader failed on is read again by
+        ``read_rest``."""
         rest = read_rest or self.read_batch
         done = 0
         if self.pool is None:
+            initializer, initargs = self.setup
+            if initializer is not None:  # another fold begun since may have set up this process for itself
+                initializer(*initargs)
             with _tuned_for_scan():
                 for batch in self.batches:
                     total.merge(rest(batch))

