@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -435,8 +436,10 @@ class FoldInFlight(Generic[T]):
                     self.pool.submit(read_rest, batch) if future.cancel() else future
                     for batch, future in zip(self.batches, self.futures, strict=True)
                 ]
+            pending, self.futures = deque(zip(self.batches, self.futures, strict=True)), []
             with _tuned_for_scan():
-                for batch, future in zip(self.batches, self.futures, strict=True):
+                while pending:  # each future is let go once merged: its result is freed with it
+                    batch, future = pending.popleft()
                     total.merge(self._result(future, batch, rest))
                     done += len(batch)
                     if progress:
