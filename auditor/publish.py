@@ -346,7 +346,7 @@ class OutputSet:
         for folder in runs.iterdir():
             if folder.name not in keep:
                 with suppress(OSError):
-                    _retire_run(folder, kept)
+                    _retire_run(folder, kept, self._pool())
 
 
 def current_files(out: Path) -> list[str]:
@@ -495,12 +495,18 @@ def _copy(source: Path, target: Path, mode: int) -> bool:
     return True
 
 
-def _retire_run(folder: Path, kept: list[tuple[Path, Manifest]]) -> None:
-    """Delete what the audit made in a retired run folder, then the folders left empty, then the run folder."""
+def _retire_run(folder: Path, kept: list[tuple[Path, Manifest]], threads: ThreadPoolExecutor) -> None:
+    """Delete what the audit made in a retired run folder, then the folders left empty, then the run folder.
+    The files are unlinked on ``threads``: freeing a large table's blocks takes milliseconds, and the run
+    waits for this last step."""
     own = _manifest_of(folder)
-    for rel, ino in _inodes(folder).items():
-        if rel != MANIFEST and _disposable(folder / rel, rel, ino, own, kept):
-            os.unlink(folder / rel)
+    disposable = [
+        folder / rel
+        for rel, ino in _inodes(folder).items()
+        if rel != MANIFEST and _disposable(folder / rel, rel, ino, own, kept)
+    ]
+    for unlinked in [threads.submit(os.unlink, path) for path in disposable]:
+        unlinked.result()
     for parent, names, _ in os.walk(folder, topdown=False):
         for name in names:
             with suppress(OSError):  # not empty: a user's file the audit did not make
