@@ -386,3 +386,15 @@ def test_outputs_of_an_audit_at_another_time_name_their_window():
     window = result.window("aws")
     assert (window.start, window.end) == (datetime(2026, 11, 24, tzinfo=UTC), later)
     assert window.start > END  # the default "now" of the tests does not leak in
+
+
+ITEMS = st.none() | st.text(alphabet='ab;:"\\n é', max_size=4)
+
+
+@given(st.lists(st.none() | st.lists(ITEMS, max_size=3), min_size=1, max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_the_csv_joins_list_columns_exactly_as_list_join_does(values):
+    from auditor.emit.write import joined
+
+    frame = pl.DataFrame({"items": values}, schema={"items": pl.List(pl.Utf8)})
+    assert frame.select(joined("items")).equals(frame.select(pl.col("items").list.join(";")), null_equal=True)

@@ -21,10 +21,25 @@ if TYPE_CHECKING:
 def _permissions_csv(frame: pl.DataFrame) -> FileWriter:
     def write(path: Path) -> None:
         lists = [c for c, t in frame.schema.items() if isinstance(t, pl.List)]
-        flat = frame.with_columns(pl.col(c).list.join(";") for c in lists)
+        flat = frame.with_columns(joined(c) for c in lists)
         flat.write_csv(path, datetime_format="%Y-%m-%dT%H:%M:%SZ")
 
     return write
+
+
+def joined(column: str) -> pl.Expr:
+    """``list.join(";")`` of a list column, written out for the lists of no item or one (nearly every row:
+    most permissions have one grant source, no evidence and no resources): polars skips a branch no row
+    takes, and joining 180,000 short lists costs ~15 ms each time."""
+    items = pl.col(column)
+    return (
+        pl.when(items.list.len() == 0)
+        .then(pl.lit(""))
+        .when(items.list.len() == 1)
+        .then(items.list.first().fill_null(""))
+        .otherwise(items.list.join(";"))
+        .alias(column)
+    )
 
 
 def _parquet(frame: pl.DataFrame) -> FileWriter:
