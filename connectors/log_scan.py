@@ -444,8 +444,11 @@ class FoldInFlight(Generic[T]):
                     done += len(batch)
                     if progress:
                         progress(done, len(self.files))
-        finally:
+        except BaseException:
             self.cancel()
+            raise
+        self.pool.shutdown(wait=True)
+        self.pool = None
         return total
 
     def _result(self, future: Future[T], batch: list[Path], rest: Callable[[list[Path]], T]) -> T:
@@ -459,10 +462,23 @@ class FoldInFlight(Generic[T]):
             return self.pool.submit(rest, batch).result()  # what the first reader tripped on, the last decides
 
     def cancel(self) -> None:
-        """Stop the workers (a no-op once finished): the batches not begun are dropped."""
+        """Stop now (a no-op once finished): the batches not begun are dropped and the workers still reading
+        are killed, so that an error or Ctrl-C before the scan is collected does not wait for them."""
         if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
+            pool, self.pool = self.pool, None
+            _kill(pool)
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    """Kill a pool's workers and shut it down (public only from Python 3.14, as ``terminate_workers``)."""
+    terminate = getattr(pool, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    for process in list(getattr(pool, "_processes", None) or ()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process, signal.SIGKILL)
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _newest_batch(paths: list[Path], newest_in: Callable[[Path], str]) -> NewestByFile:

@@ -308,3 +308,20 @@ def test_two_serial_scans_in_flight_each_read_with_their_own_options(tmp_path):
     second = trail.start_scan(found, late, workers=1)
     assert _counters(first.finish(trail.Partial())) == _counters(trail.scan(found, early, workers=1))
     assert _counters(second.finish(trail.Partial())) == _counters(trail.scan(found, late, workers=1))
+
+
+def _very_slow(path: Path) -> Readers:
+    time.sleep(30)
+    return Readers(read=[(path.name, "first")])
+
+
+def test_a_scan_cancelled_before_it_is_collected_does_not_wait_for_its_workers(tmp_path):
+    """An error or Ctrl-C while the grants are read must not wait for the batches being read (a batch of
+    an organization trail can take seconds)."""
+    flight = FoldInFlight(_paths(tmp_path, 8), batches_of(_very_slow, Readers), workers=2, batch_size=1)
+    time.sleep(0.2)  # the workers have begun
+    began = time.monotonic()
+    flight.cancel()
+    assert time.monotonic() - began < 5
+    assert not multiprocessing.active_children()
+    flight.cancel()  # again: nothing left to stop
