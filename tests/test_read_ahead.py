@@ -162,7 +162,7 @@ class Readers(ScanCounters):
 
 
 def _slow_first(path: Path) -> Readers:
-    time.sleep(0.05)
+    time.sleep(0.2)  # slow enough that only the batches begun or queued before finish() stay with it
     return Readers(read=[(path.name, "first")])
 
 
