@@ -384,8 +384,6 @@ class FoldInFlight(Generic[T]):
         initializer: Callable[..., None] | None = None,
         initargs: tuple[Any, ...] = (),
     ) -> None:
-        if initializer is not None:
-            initializer(*initargs)
         workers = workers or os.cpu_count() or 1
         self.setup = (initializer, initargs)
         self.files = files
@@ -395,6 +393,7 @@ class FoldInFlight(Generic[T]):
         self.futures: list[Future[T]] = []
         if workers <= 1 or len(self.batches) < 2:
             return
+        self._set_up()  # here first: forked workers inherit what it built instead of building it again
         context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         gc.freeze()  # forked workers must not copy-on-write the parent's heap through GC/refcount traffic
         try:
@@ -420,9 +419,7 @@ class FoldInFlight(Generic[T]):
         rest = read_rest or self.read_batch
         done = 0
         if self.pool is None:
-            initializer, initargs = self.setup
-            if initializer is not None:  # another fold begun since may have set up this process for itself
-                initializer(*initargs)
+            self._set_up()  # read here, now: another fold begun since may have set this process up for itself
             with _tuned_for_scan():
                 for batch in self.batches:
                     total.merge(rest(batch))
@@ -450,6 +447,11 @@ class FoldInFlight(Generic[T]):
         self.pool.shutdown(wait=True)
         self.pool = None
         return total
+
+    def _set_up(self) -> None:
+        initializer, initargs = self.setup
+        if initializer is not None:
+            initializer(*initargs)
 
     def _result(self, future: Future[T], batch: list[Path], rest: Callable[[list[Path]], T]) -> T:
         try:

@@ -42,7 +42,6 @@ from auditor.timefmt import iso_utc, parse_iso
 if TYPE_CHECKING:
     import polars as pl
 
-    from auditor.window import Window
 
 AUTH_GLOB = "authorization-details*.json"
 SELECTORS_GLOB = "event-selectors*.json"
@@ -122,23 +121,12 @@ class AwsFiles:
 
     def read_ahead(self, early: EarlyRequest) -> TrailInFlight:
         """Begin the CloudTrail scan for every identity: the core reads the grants meanwhile."""
-        options = self._options(early.window, early.cap, None, early.rules, early.max_file_bytes)
+        options = _trail_options(early, None)
         return TrailInFlight(self, options, trail.start_scan(self.log_files(), options, early.workers))
 
     def usage(self, request: UsageRequest, progress: Progress = no_progress) -> Evidence:
-        options = self._options(request.window, request.cap, request.agents, request.rules, request.max_file_bytes)
+        options = _trail_options(request, request.agents)
         return self._evidence(request, trail.scan(self.log_files(), options, request.workers, _files(progress)))
-
-    def _options(
-        self,
-        window: Window,
-        cap: datetime,
-        agents: frozenset[str] | None,
-        rules: Rules,
-        max_file_bytes: int | None,
-    ) -> trail.TrailOptions:
-        start, end = iso_utc(window.start), iso_utc(window.end)
-        return trail.TrailOptions(start, end, iso_utc(cap), agents, rules, max_file_bytes or DEFAULT_CAP)
 
     def _evidence(self, request: UsageRequest, partial: trail.Partial) -> Evidence:
         from auditor import model
@@ -203,8 +191,7 @@ class TrailInFlight:
         """The answer to ``request``: the batches not begun count only its agents, the others are
         cut down to them. A scan begun for another window, cap or rules is dropped and read again."""
         source = self.source
-        wanted = source._options(request.window, request.cap, None, request.rules, request.max_file_bytes)
-        if wanted != self.options:
+        if _trail_options(request, None) != self.options:
             self.cancel()
             return source.usage(request, progress)
         partial = self.flight.finish(trail.Partial(), _files(progress), trail.rest_reader(request.agents))
@@ -213,6 +200,13 @@ class TrailInFlight:
 
     def cancel(self) -> None:
         self.flight.cancel()
+
+
+def _trail_options(request: EarlyRequest | UsageRequest, agents: frozenset[str] | None) -> trail.TrailOptions:
+    start, end = iso_utc(request.window.start), iso_utc(request.window.end)
+    return trail.TrailOptions(
+        start, end, iso_utc(request.cap), agents, request.rules, request.max_file_bytes or DEFAULT_CAP
+    )
 
 
 def _files(progress: Progress) -> Callable[[int, int], None]:
