@@ -60,13 +60,9 @@ def test_every_real_cloudtrail_shape_is_found_and_read(tmp_path):
     assert len(found) == len([p for p in (REAL / "cloudtrail").iterdir() if "INVALID" not in p.name])
 
 
-def test_real_cloudtrail_and_hostile_copies_scan_alike_serial_and_parallel(tmp_path):
+def _real_and_hostile_cloudtrail(folder: Path) -> tuple[list[Path], int]:
     """Every real sample, and hostile copies of them (cut short, wrapped ten thousand levels deep inside
-    a record, duplicated, dated in the future, BOM-prefixed), spread over many small batches: two
-    workers report exactly what one does, in the same order."""
-    from conftest import RULES
-
-    folder = tmp_path / "mixed"
+    a record, duplicated, dated in the future, BOM-prefixed): the log files found, and how many samples."""
     folder.mkdir()
     samples = sorted(p for p in (REAL / "cloudtrail").iterdir() if "INVALID" not in p.name)
     for index, path in enumerate(samples):
@@ -81,7 +77,16 @@ def test_real_cloudtrail_and_hostile_copies_scan_alike_serial_and_parallel(tmp_p
             nested = '{"Records": [{"eventTime": "2026-11-01T00:00:00Z", "x": ' + "[" * 10_000 + "]" * 10_000 + "}]}"
             (folder / f"{index:03d}-nested.json").write_text(nested)
     found, _ = trail.find_log_files([folder])
-    assert len(found) > 4 * len(samples)
+    return found, len(samples)
+
+
+def test_real_cloudtrail_and_hostile_copies_scan_alike_serial_and_parallel(tmp_path):
+    """The real samples and their hostile copies, spread over many small batches: two workers report
+    exactly what one does, in the same order."""
+    from conftest import RULES
+
+    found, samples = _real_and_hostile_cloudtrail(tmp_path / "mixed")
+    assert len(found) > 4 * samples
     options = trail.TrailOptions("2000-01-01T00:00:00Z", "2026-12-01T00:00:00Z", "2026-12-01T00:00:00Z", None, RULES)
     serial = trail.scan(found, options, workers=1)
     parallel = trail.scan(found, options, workers=2)
@@ -96,6 +101,30 @@ def test_real_cloudtrail_and_hostile_copies_scan_alike_serial_and_parallel(tmp_p
     assert ids(serial) == ids(parallel)
     assert serial.drop_duplicates(serial.usage) == parallel.drop_duplicates(parallel.usage) > 0
     assert serial.usage == parallel.usage
+
+
+def test_real_cloudtrail_read_ahead_counts_what_a_scan_for_the_agents_counts(tmp_path):
+    """The scan begun before the agents are known (every identity until then), over the real samples
+    and their hostile copies, in worker processes and in this one: cut down to the agents, it counts
+    exactly what a scan for the agents counts, skips and problems included."""
+    from conftest import RULES
+
+    found, _ = _real_and_hostile_cloudtrail(tmp_path / "mixed")
+    bounds = ("2000-01-01T00:00:00Z", "2026-12-01T00:00:00Z", "2026-12-01T00:00:00Z")
+    everyone = trail.scan(found, trail.TrailOptions(*bounds, None, RULES), workers=1)
+    identities = sorted({key[1] for key in everyone.usage})
+    agents = frozenset(identities[::2])
+    assert agents and len(agents) < len(identities)
+    for workers in (1, 2):  # the expected counts afresh each time: drop_duplicates changes them
+        expected = trail.scan(found, trail.TrailOptions(*bounds, agents, RULES), workers=1)
+        partial = trail.start_scan(found, trail.TrailOptions(*bounds, None, RULES), workers).finish(
+            trail.Partial(), read_rest=trail.rest_reader(agents)
+        )
+        partial.keep_only(agents)
+        assert partial.usage == expected.usage and partial.unmapped == expected.unmapped
+        assert partial.gaps == expected.gaps and partial.skipped == expected.skipped
+        assert partial.days == expected.days and partial.beyond_cap == expected.beyond_cap > 0
+        assert partial.drop_duplicates(partial.usage) == expected.drop_duplicates(expected.usage)
 
 
 def test_real_gcp_audit_logs_and_hostile_copies_scan_alike_serial_and_parallel(tmp_path):
