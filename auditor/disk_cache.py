@@ -129,6 +129,9 @@ class ShardedMapping(Mapping[str, V]):
     def __len__(self) -> int:
         return sum(len(self._shard(shard)) for shard in self._shards)
 
+    def __bool__(self) -> bool:  # without it, ``mapping or {}`` would unpickle every shard to count them
+        return bool(self._shards)  # a shard holds at least one key
+
 
 def _key(packages: tuple[str, ...], content: bytes | None = None) -> bytes:
     """What an entry is derived from: the packages' versions, and ``content`` when given."""

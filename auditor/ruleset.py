@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from auditor.catalog import Catalog
 from auditor.disk_cache import cached_for
 from auditor.errors import RuleError
-from auditor.escalation import EscalationMethod, parse_method
+from auditor.escalation_methods import EscalationMethod, parse_method
 from auditor.matching import any_glob_regex, any_glob_search
 from auditor.severity import SEVERITIES, SEVERITY_RANK
 

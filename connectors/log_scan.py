@@ -213,13 +213,14 @@ def _message(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-SECONDS = frozenset(f"{n:02d}" for n in range(60))
+#: What follows a valid minute in the exact form: ``:SS`` and the ``Z``.
+SECOND_TAILS = frozenset(f":{n:02d}Z" for n in range(60))
 
 
 class EventClock:
     """Event times as ``YYYY-MM-DDTHH:MM:SSZ`` strings, checked against the cap.
 
-    The common exact form is validated with a per-minute cache and a set of valid seconds (two
+    The common exact form is validated with a per-minute cache and a set of valid second tails (two
     look-ups per event, inlined by the hot loops through :attr:`minutes`); anything else goes
     through :func:`auditor.timefmt.event_time`. ``None``: impossible or unparseable, counted by the
     caller.
@@ -230,7 +231,7 @@ class EventClock:
         self.minutes: dict[str, bool] = {}
 
     def canonical(self, when: str) -> str | None:
-        if len(when) == 20 and when[19] == "Z" and when[16] == ":" and when[17:19] in SECONDS:
+        if len(when) == 20 and when[16:] in SECOND_TAILS:
             minute = when[:16]
             valid = self.minutes.get(minute)
             if valid is None:

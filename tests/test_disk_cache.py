@@ -83,6 +83,15 @@ def test_sharded_values_load_a_shard_at_a_time_and_equal_the_built_mapping(tmp_p
     assert dict(again) == built
 
 
+def test_a_sharded_mapping_is_true_or_false_without_unpickling_a_shard(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    full = cached_shards("t", (), lambda: {"s3:A": 1, "ec2:B": 2}, lambda key: key.split(":")[0])
+    empty = cached_shards("e", (), dict, lambda key: key.split(":")[0])
+    assert full and not empty
+    assert full._loaded == {}
+    assert len(full) == 2 and len(empty) == 0
+
+
 def test_a_damaged_shard_is_built_again_not_a_failure(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     cached_shards("t", (), lambda: {"s3:A": 1, "ec2:B": 2}, lambda key: key.split(":")[0])

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditor import escalation as esc
+from auditor import escalation_methods as methods_rules
 from auditor.catalog import Catalog, aws_catalog, aws_resource_arn_formats
 from auditor.connectors.aws.iam import AuthorizationDetails, decode_document, statements
 from auditor.errors import RuleError
@@ -87,9 +88,9 @@ def load_account(path: Path) -> list[esc.Principal]:
     return found
 
 
-def shipped_methods() -> list[esc.EscalationMethod]:
+def shipped_methods() -> list[methods_rules.EscalationMethod]:
     data = yaml.safe_load((ROOT / "rules" / "privesc.yaml").read_text(encoding="utf-8"))
-    return [esc.parse_method(entry, f"privesc.yaml methods[{i}]") for i, entry in enumerate(data["methods"])]
+    return [methods_rules.parse_method(entry, f"privesc.yaml methods[{i}]") for i, entry in enumerate(data["methods"])]
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def formats() -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def methods() -> list[esc.EscalationMethod]:
+def methods() -> list[methods_rules.EscalationMethod]:
     return shipped_methods()
 
 
@@ -458,8 +459,8 @@ GOOD = {
 
 
 def test_parse_method_reads_the_schema():
-    method = esc.parse_method(GOOD, "w")
-    assert method.spec("iam:PassRole") == esc.TargetSpec("role-assumable-by", (), ("ec2.amazonaws.com",))
+    method = methods_rules.parse_method(GOOD, "w")
+    assert method.spec("iam:PassRole") == methods_rules.TargetSpec("role-assumable-by", (), ("ec2.amazonaws.com",))
     assert method.spec("ec2:RunInstances") is None and not method.chains
 
 
@@ -491,7 +492,7 @@ def test_parse_method_reads_the_schema():
 def test_parse_method_errors_are_one_line_and_located(change, message):
     entry = {**GOOD, **change}
     with pytest.raises(RuleError) as caught:
-        esc.parse_method({k: v for k, v in entry.items() if v is not None}, "privesc.yaml methods[3]")
+        methods_rules.parse_method({k: v for k, v in entry.items() if v is not None}, "privesc.yaml methods[3]")
     text = str(caught.value)
     assert text.startswith("privesc.yaml methods[3]") and message in text and "\n" not in text
 
@@ -504,7 +505,7 @@ def test_gcp_methods_only_target_service_accounts():
         "works_on": {"iam.serviceAccounts.actAs": {"target": "role"}},
     }
     with pytest.raises(RuleError, match="target 'role' is not one of"):
-        esc.parse_method(entry, "w")
+        methods_rules.parse_method(entry, "w")
 
 
 def test_shipped_methods_keep_their_ids_and_add_the_new_ones(methods):

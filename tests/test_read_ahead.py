@@ -212,16 +212,21 @@ def test_an_audit_that_fails_after_the_scan_began_leaves_no_worker(tmp_path):
     assert not multiprocessing.active_children()
 
 
-def test_the_command_imports_no_polars_before_the_scan_begins(tmp_path):
-    """The gain depends on it: the workers read while polars loads (an import added at the top of
-    a module on this path would silently serialize them again)."""
+#: What loads while the workers read, never before the scan begins.
+LOADED_DURING_THE_SCAN = ("polars", "auditor.escalation", "auditor.conditions", "auditor.diff", "auditor.findings")
+
+
+def test_the_command_loads_neither_polars_nor_the_engine_before_the_scan_begins(tmp_path):
+    """The gain depends on it: the workers read while polars and the engine load (an import added at
+    the top of a module on this path would silently serialize them again)."""
     _snapshot(tmp_path / "aws")
     script = (
         "import sys\n"
+        f"late = {LOADED_DURING_THE_SCAN!r}\n"
         "from auditor.connectors.aws import cloudtrail\n"
         "begin = cloudtrail.start_scan\n"
         "def start_scan(*a, **k):\n"
-        "    print('polars loaded' if 'polars' in sys.modules else 'polars not loaded', flush=True)\n"
+        "    print('loaded:', *sorted(m for m in late if m in sys.modules), flush=True)\n"
         "    return begin(*a, **k)\n"
         "cloudtrail.start_scan = start_scan\n"
         "from auditor.cli import main\n"
@@ -233,7 +238,7 @@ def test_the_command_imports_no_polars_before_the_scan_begins(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["polars not loaded"]
+    assert done.stdout.splitlines() == ["loaded:"]
     assert (tmp_path / "out" / "report.json").is_file()
 
 

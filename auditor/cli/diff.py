@@ -8,12 +8,12 @@ import typer
 
 from auditor.cli.options import FailOn
 from auditor.errors import EXIT_FINDINGS
-from auditor.publish import OutputSet
 
 
 def run(previous: Path, new: Path, out: Path | None, fail_on_new: FailOn, as_json: bool) -> None:
     from auditor import drift
     from auditor.emit import drift_md
+    from auditor.publish import OutputSet
 
     changes = drift.drift(drift.load(previous), drift.load(new))
     if out is not None:

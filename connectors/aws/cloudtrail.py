@@ -25,7 +25,7 @@ from auditor.catalog import aws_catalog, aws_resource_arn_formats
 from auditor.connectors.aws.actions import ActionMapping, EventActionMapper
 from auditor.connectors.aws.cloudtrail_records import Event, Resource, decode, looks_like_cloudtrail
 from auditor.connectors.log_scan import (
-    SECONDS,
+    SECOND_TAILS,
     EventClock,
     FoldInFlight,
     ScanCounters,
@@ -193,13 +193,7 @@ def _fold(events: list[Event], ctx: _Context, out: Partial, origin: str, keep: f
     in_window, minutes, remember, record_ids = out.in_window, clock.minutes, out.seen, out.record_ids
     for index, event in enumerate(events):
         when = event.eventTime
-        if not (
-            len(when) == 20
-            and minutes.get(when[:16])
-            and when[16] == ":"
-            and when[17:19] in SECONDS
-            and when[19] == "Z"
-        ):
+        if not (minutes.get(when[:16]) and when[16:] in SECOND_TAILS):  # a known-good minute, then ":SSZ"
             when = clock.canonical(when)  # anything but a known-good minute in the exact form
         if when is None:
             out.bad_record(origin, f"record {index}", ValueError(f"impossible eventTime {event.eventTime[:40]!r}"))
