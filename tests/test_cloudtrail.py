@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 from conftest import RULES
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from auditor.connectors.aws import cloudtrail as trail
+from auditor.connectors.aws.cloudtrail_records import decode
 from auditor.errors import InputError
 from builders import ACCOUNT, event, role_arn, trail_file
 
@@ -250,3 +253,34 @@ def test_same_event_id_on_different_calls_is_not_a_duplicate(tmp_path):
     partial = scan([tmp_path])
     assert partial.drop_duplicates(partial.usage) == 0
     assert used(partial) == {(BOT, "s3:ListAllMyBuckets", "used"): 2}
+
+
+_ACCOUNTS = ("111111111111", "222222222222", "333333333333")
+_TIMES = st.builds(
+    "2026-11-{:02d}T{:02d}:{:02d}:{:02d}Z".format,
+    st.integers(1, 30),
+    st.integers(0, 23),
+    st.integers(0, 59),
+    st.integers(0, 59),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(_ACCOUNTS), _TIMES), max_size=40),
+    st.tuples(_TIMES, _TIMES).map(sorted),
+)
+def test_days_spans_and_window_counts_per_account_whatever_the_order(records, window):
+    """Accounts interleaved in one file, times in and out of the window, in any order: per account,
+    the events per day, the first and last event and the events in the window are what they are."""
+    (start, end), cap = window, "2026-12-31T00:00:00Z"
+    events = [{**event(BOT, "s3.amazonaws.com", "ListBuckets", when), "recipientAccountId": a} for a, when in records]
+    out = trail.Partial()
+    trail._init_worker(trail.TrailOptions(start, end, cap, None, RULES))
+    trail._fold(decode(json.dumps({"Records": events}).encode(), "f", out), trail._CONTEXT, out, "f", None)
+    for account in _ACCOUNTS:
+        times = [when for a, when in records if a == account]
+        days = {day: sum(1 for t in times if t[:10] == day) for day in {t[:10] for t in times}}
+        assert out.days.get(account, {}) == days
+        assert (out.first.get(account), out.last.get(account)) == ((min(times), max(times)) if times else (None, None))
+        assert out.in_window.get(account, 0) == sum(1 for t in times if start <= t <= end)

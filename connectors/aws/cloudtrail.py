@@ -189,8 +189,14 @@ def _fold(events: list[Event], ctx: _Context, out: Partial, origin: str, keep: f
     opts = ctx.options
     start, end, cap = opts.start, opts.end, opts.cap
     mapper, plans, arn_cache, accounts, clock = ctx.mapper, ctx.plans, ctx.arn_cache, ctx.accounts, ctx.clock
-    usage, unmapped, skipped, days, first, last = out.usage, out.unmapped, out.skipped, out.days, out.first, out.last
-    in_window, minutes, remember, record_ids = out.in_window, clock.minutes, out.seen, out.record_ids
+    usage, unmapped, skipped, minutes = out.usage, out.unmapped, out.skipped, clock.minutes
+    remember, record_ids = out.seen, out.record_ids
+    # Per account, the time of each event and how many fall in the window: gathered here, turned into
+    # days and spans once per file (ScanCounters.saw_times). A file nearly always holds one account.
+    times: dict[str, list[str]] = {}
+    in_window: dict[str, int] = {}
+    account_times: list[str] = []
+    current, inside = None, 0  # the account of the events just read, and how many were in the window
     for index, event in enumerate(events):
         when = event.eventTime
         if not (minutes.get(when[:16]) and when[16:] in SECOND_TAILS):  # a known-good minute, then ":SSZ"
@@ -202,19 +208,15 @@ def _fold(events: list[Event], ctx: _Context, out: Partial, origin: str, keep: f
             out.after_cap(origin, when)
             continue
         account = event.recipientAccountId or (event.userIdentity.accountId if event.userIdentity else None) or "?"
-        seen = days.get(account)
-        if seen is None:
-            seen = days[account] = {}
-            first[account] = last[account] = when
-        day = when[:10]
-        seen[day] = seen.get(day, 0) + 1
-        if when < first[account]:
-            first[account] = when
-        elif when > last[account]:
-            last[account] = when
+        if account != current:
+            if inside:
+                in_window[current] = in_window.get(current, 0) + inside
+            current, inside = account, 0
+            account_times = times.setdefault(account, [])
+        account_times.append(when)
         if when < start or when > end:
             continue
-        in_window[account] = in_window.get(account, 0) + 1
+        inside += 1
         kind = event.eventType
         if kind is not None and kind not in COUNTED_EVENT_TYPES:
             skey = (account, f"{kind} (not a call by the identity)")
@@ -292,6 +294,10 @@ def _fold(events: list[Event], ctx: _Context, out: Partial, origin: str, keep: f
                     _count(usage, key, when, [role])
                     if record is not None:
                         remember(key, record)
+    if inside:
+        in_window[current] = in_window.get(current, 0) + inside
+    for account, seen in times.items():
+        out.saw_times(account, seen, in_window.get(account, 0))
 
 
 def _no_identity_reason(event: Event) -> str:
