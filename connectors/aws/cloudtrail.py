@@ -42,6 +42,9 @@ from auditor.ruleset import Rules
 COUNTED_EVENT_TYPES = frozenset({"AwsApiCall", "AwsConsoleAction"})
 #: Cap on distinct resources remembered per (identity, action): beyond it a policy uses "*" anyway.
 MAX_RESOURCES = 64
+#: Cap on the (action, ARN) answers a worker remembers before it starts over (ARNs such as instance
+#: ids, which narrowing leaves as they are, can be distinct in every call of an account).
+ARN_CACHE = 1 << 18
 SKIPPED_DIRS = ("CloudTrail-Digest", "CloudTrail-Insight")
 NDJSON_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 JSON_SUFFIXES = (".json.gz", ".json")
@@ -310,18 +313,23 @@ def _no_identity_reason(event: Event) -> str:
 def _matching(
     ctx: _Context, cache: dict[tuple[str, str], str | None], action: str, resources: list[Resource]
 ) -> list[str]:
-    """ARNs of ``resources`` that ``action`` can be scoped to, generalized (object keys -> bucket/*)."""
+    """ARNs of ``resources`` that ``action`` can be scoped to, generalized (object keys -> bucket/*).
+    ``cache`` answers for an (action, ARN) pair seen before: every ARN the narrowing rules leave as
+    it is (tables, buckets: they repeat), and every generalized one (object keys do not repeat)."""
     found = []
     for resource in resources:
         arn = resource.ARN
         if not arn:
             continue
-        general = ctx.narrowing.apply(arn)
-        key = (action, general)
-        hit = cache.get(key, False)
+        hit = cache.get((action, arn), False)
         if hit is False:
-            matcher = ctx.arn_matcher(action)
-            hit = cache[key] = general if matcher and matcher(general) else None
+            general = ctx.narrowing.apply(arn)
+            hit = cache.get((action, general), False)
+            if hit is False:
+                if len(cache) >= ARN_CACHE:
+                    cache.clear()
+                matcher = ctx.arn_matcher(action)
+                hit = cache[(action, general)] = general if matcher and matcher(general) else None
         if hit is not None:
             found.append(hit)
     return found
