@@ -83,16 +83,26 @@ class ScanCounters:
         if other.beyond_cap:
             self.beyond_example = self.beyond_example or other.beyond_example
             self.beyond_cap += other.beyond_cap
+        self.gaps += other._malformed_rows()
+
+    def list_malformed(self) -> None:
+        """Add a gap row per file for the malformed records counted so far, and count afresh: a reader
+        that folds several files into one counter calls it after each file, so that the rows keep the
+        order that merging one counter per file gives them."""
+        self.gaps += self._malformed_rows()
+        self.bad_records = {}
+
+    def _malformed_rows(self) -> list[dict[str, Any]]:
         singular, plural = self.record_noun
-        for origin, (count, first) in other.bad_records.items():
-            self.gaps.append(
-                {
-                    "scope": origin,
-                    "reason": f"{count} malformed {singular if count == 1 else plural} skipped, first {first}",
-                    "severity": "error",
-                    "count": count,
-                }
-            )
+        return [
+            {
+                "scope": origin,
+                "reason": f"{count} malformed {singular if count == 1 else plural} skipped, first {first}",
+                "severity": "error",
+                "count": count,
+            }
+            for origin, (count, first) in self.bad_records.items()
+        ]
 
     @property
     def newest(self) -> str:
@@ -155,10 +165,11 @@ class ScanCounters:
             self.beyond_example = f"{origin} ({when})"
         self.beyond_cap += 1
 
-    def file_done(self) -> None:
-        """Called once per file after its fold: count the file for every scope it held."""
+    def file_done(self, scopes: Iterable[str] | None = None) -> None:
+        """Called once per file after its fold: count the file for ``scopes``, the scopes it held
+        (default: every scope seen, which is what counters of that one file hold)."""
         self.files_read += 1
-        for scope in self.first:
+        for scope in self.first if scopes is None else scopes:
             self.files_by_scope[scope] = self.files_by_scope.get(scope, 0) + 1
 
     def bad_record(self, origin: str, where: str, exc: BaseException) -> None:
