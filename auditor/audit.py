@@ -14,7 +14,7 @@ imported by :func:`run_audit` after, so that the workers read the logs while the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -99,8 +99,11 @@ class AuditResult:
         return self.data.windows.get(provider)
 
 
-def run_audit(config: AuditConfig, progress: Progress = no_progress) -> AuditResult:
-    """Audit the agent identities of ``config.sources``."""
+def run_audit(
+    config: AuditConfig, progress: Progress = no_progress, meanwhile: Callable[[], object] | None = None
+) -> AuditResult:
+    """Audit the agent identities of ``config.sources``. ``meanwhile`` is called once the grants are
+    read, while log scans begun early may still be reading (the CLI loads its output modules there)."""
     if not config.sources:
         raise InputError(
             "nothing to audit",
@@ -131,6 +134,8 @@ def run_audit(config: AuditConfig, progress: Progress = no_progress) -> AuditRes
         rest = {s.provider for s in config.sources} - ahead
         chosen |= _windows(config, rules, now, rest, caps, ends)
         cap_list = [caps[i] for i in range(len(config.sources))]
+        if meanwhile is not None:
+            meanwhile()
         evidence = _usage(config, rules, chosen, cap_list, agents, catalogs, progress, set(chosen), in_flight)
         moved = _moved(config, ends, chosen, evidence)
         if moved:  # the probe under-estimated the newest event: scan again with the right window

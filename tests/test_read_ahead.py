@@ -262,6 +262,10 @@ class Recorded(AwsFiles):
         self.asked.append("window_end")
         return super().window_end(cap, rules, workers)
 
+    def read_ahead(self, request):
+        self.asked.append("read_ahead")
+        return super().read_ahead(request)
+
 
 @dataclass
 class NoReadAhead:
@@ -295,12 +299,22 @@ def test_sources_that_cannot_read_ahead_are_asked_for_their_grants_first(tmp_pat
     ahead = Recorded(source.auth_files, source.trail_paths)
     ahead.asked = []
     run_audit(AuditConfig((ahead,), rules=RULES, workers=2, now=CAP))
-    assert ahead.asked == ["window_end", "grants"]
+    assert ahead.asked == ["window_end", "read_ahead", "grants"]
     late = Recorded(source.auth_files, source.trail_paths)
     late.asked = []
     both = AuditConfig((NoReadAhead(late),), rules=RULES, workers=2, now=CAP)
     run_audit(both)
     assert late.asked == ["grants", "window_end"]  # the order the Source protocol documents
+
+
+def test_meanwhile_runs_once_after_the_grants_while_the_scan_reads(tmp_path):
+    source = _snapshot(tmp_path)
+    recorded = Recorded(source.auth_files, source.trail_paths)
+    recorded.asked = []
+    config = AuditConfig((recorded,), rules=RULES, workers=2, now=CAP)
+    result = run_audit(config, meanwhile=lambda: recorded.asked.append("meanwhile"))
+    assert recorded.asked == ["window_end", "read_ahead", "grants", "meanwhile"]
+    assert result.permissions.height
 
 
 def test_two_serial_scans_in_flight_each_read_with_their_own_options(tmp_path):
