@@ -162,7 +162,7 @@ class _Context:
         self.clock = EventClock(options.cap)
         self.arn_formats = aws_resource_arn_formats()
         self._arn_matchers: dict[str, Callable[[str], Any] | None] = {}
-        self.plans: dict[tuple[str, str], ActionMapping | None] = {}
+        self.plans: dict[str, dict[str, ActionMapping | None]] = {}  # source -> name -> mapping (None: per call)
         self.arn_cache: dict[tuple[str, str], str | None] = {}
         self.accounts: dict[str, str] = {}  # identity ARN -> its account
 
@@ -176,6 +176,7 @@ class _Context:
 
 
 _CONTEXT: _Context | None = None
+_UNPLANNED: Any = object()  # a call not looked up yet (None: one mapped call by call, from its request)
 
 
 def _init_worker(options: TrailOptions) -> None:
@@ -244,9 +245,12 @@ def _fold(events: list[Event], ctx: _Context, out: Partial, origin: str, keep: f
         if keep is not None and identity not in keep:
             continue
         source, name = event.eventSource, event.eventName
-        mapping = plans.get((source, name))
-        if mapping is None:
-            mapping = plans[(source, name)] = None if mapper.needs_request(source, name) else mapper.map(source, name)
+        names = plans.get(source)
+        if names is None:
+            names = plans[source] = {}
+        mapping = names.get(name, _UNPLANNED)
+        if mapping is _UNPLANNED:
+            mapping = names[name] = None if mapper.needs_request(source, name) else mapper.map(source, name)
         if mapping is None:  # depends on requestParameters
             mapping = mapper.map_raw(source, name, bytes(event.requestParameters))
         identity_account = accounts.get(identity)
