@@ -1,6 +1,7 @@
 """The ``auditor`` command in process (``auditor.cli.main`` with ``sys.argv`` set): outputs, exit codes,
 one-line errors, the output set; plus one smoke test of the installed command."""
 
+import importlib
 import json
 import os
 import shutil
@@ -383,3 +384,28 @@ def test_the_entry_point_collects_young_garbage_rarely_but_still_collects_cycles
 
     assert run.stdout.split() == [str(RUN_GC_THRESHOLD), "True", "True"]
     assert RUN_GC_THRESHOLD > 700
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["audit", "--help"],
+        ["audit", "--bogus"],
+        ["audit", "--days", "x"],
+        ["audit", "--aws-dir"],
+        ["audit", "extra-argument"],
+        ["audit"],
+    ],
+)
+def test_audit_runs_alone_as_it_runs_among_the_other_commands(args, tmp_path):
+    """``auditor audit`` is parsed by an app holding that command alone (typer builds every command's
+    options first): its help, its usage errors and its runs must read as with the whole app."""
+    from typer.testing import CliRunner
+
+    cli = importlib.import_module("auditor.cli.app")  # the module (auditor.cli.app is also its app)
+    alone = cli.app_for(args)
+    assert alone is not cli.app
+    runner = CliRunner()
+    whole, single = (runner.invoke(a, args, prog_name="auditor", env={"COLUMNS": "100"}) for a in (cli.app, alone))
+    assert (single.exit_code, single.output) == (whole.exit_code, whole.output)
+    assert cli.app_for(["diff", "a", "b"]) is cli.app and cli.app_for([]) is cli.app
