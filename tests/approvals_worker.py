@@ -1,7 +1,7 @@
 """A separate process for the approval-queue concurrency tests (run as a script, one line per event).
 
 approvals_worker.py agent URL COUNT TIMEOUT_S      submit COUNT requests, then wait for each
-approvals_worker.py approver URL NAME TOTAL         decide pending requests (ids a-m only) until TOTAL are final
+approvals_worker.py approver URL NAME TOTAL         decide the pending requests left to bots until TOTAL are final
 approvals_worker.py hold URL ID                     take the row's write lock mid-decision and sleep
 """
 
@@ -12,6 +12,12 @@ import sys
 import time
 
 from auditor.approvals import AlreadyDecided, open_queue
+
+
+def deciders(resource: str) -> frozenset[str]:
+    """Who may decide the request on ``table-N``: a fixed split (not the random id) so that every run
+    has requests only the approver bots decide, only the CLI decides, and both race for."""
+    return (frozenset({"bot"}), frozenset({"cli"}), frozenset({"bot", "cli"}))[int(resource.split("-")[1]) % 3]
 
 
 def agent(url: str, count: int, timeout_s: float) -> None:
@@ -40,8 +46,8 @@ def approver(url: str, name: str, total: int) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and sum(r.status != "pending" for r in queue.list(None)) < total:
         for request in queue.list("pending"):
-            if request.id[0] > "m":
-                continue  # left to the CLI approvers
+            if "bot" not in deciders(request.resource):
+                continue
             try:
                 decided = queue.decide(request.id, request.id[1] < "n", approver=name)
                 print("decided", decided.id, decided.status, name, flush=True)
