@@ -293,10 +293,11 @@ def dated_records(
         yield record, when
 
 
-def _die_with_parent() -> None:
-    """A worker must not outlive the audit: ask Linux to kill it when the parent dies, and watch
-    the parent elsewhere (a killed parent leaves its pool workers blocked on a queue forever)."""
-    parent = os.getppid()
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive the audit (process ``parent``, read before forking: a parent killed
+    before the worker asks would be the init process by then): ask Linux to kill it when the parent
+    dies, and watch the parent elsewhere (a killed parent leaves its pool workers blocked on a queue
+    forever)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before prctl took effect
@@ -345,8 +346,8 @@ def _tuned_for_scan() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def _worker_init(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
-    _die_with_parent()
+def _worker_init(parent: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    _die_with_parent(parent)
     gc.set_threshold(SCAN_GC_THRESHOLD, *gc.get_threshold()[1:])
     _heap_top_pad(SCAN_TOP_PAD)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -426,7 +427,7 @@ class FoldInFlight(Generic[T]):
         gc.freeze()  # forked workers must not copy-on-write the parent's heap through GC/refcount traffic
         try:
             self.pool = ProcessPoolExecutor(
-                workers, mp_context=context, initializer=_worker_init, initargs=(initializer, initargs)
+                workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(), initializer, initargs)
             )
             self.futures = [self.pool.submit(read_batch, batch) for batch in self.batches]  # forks every worker
         except BaseException:
