@@ -1,9 +1,12 @@
 """Parsing authorization-details exports: both document encodings, groups, versions, boundaries."""
 
 import json
+import shutil
 import urllib.parse
+from pathlib import Path
 
 import pytest
+from conftest import one_line_error, run_cli
 
 from auditor.connectors.aws.iam import AuthorizationDetails, PolicyError, statements
 from auditor.errors import InputError
@@ -163,3 +166,51 @@ def test_trust_policies_and_customer_managed_policies_are_frames():
     (managed,) = found.managed.iter_rows(named=True)  # AWS-owned policies are not ours to version
     assert (managed["kind"], managed["name"], managed["id"]) == ("policy", "Mine", mine["Arn"])
     assert managed["versions"] == ["v9", "v10"] and managed["default_version"] == "v10"  # oldest first
+
+
+@pytest.mark.parametrize("value", [None, 5, "/", "/other/", "agents"])
+def test_a_path_that_contradicts_the_arn_is_an_input_problem_and_the_arn_wins(value):
+    entry = role("bot", path="/agents/")
+    entry["Path"] = value
+    identities, _, gaps = frames(auth_details([entry]))
+    assert identities.filter(identities["kind"] == "role")["path"].to_list() == ["/agents/"]
+    arn = role_arn("bot", "/agents/")
+    assert [g["scope"] for g in gaps.iter_rows(named=True)] == [f"auth.json: RoleDetailList[0] ({arn})"]
+    assert "does not match the Arn: '/agents/' used" in gaps["reason"][0]
+
+
+def test_an_absent_path_is_taken_from_the_arn_without_a_word():
+    entry = role("bot", path="/a/b/")
+    del entry["Path"]
+    identities, _, gaps = frames(auth_details([entry]))
+    assert identities["path"].to_list() == ["/a/b/"]
+    assert gaps.height == 0
+
+
+@pytest.mark.parametrize("value", ["agent=true", {"agent": "true"}, [{"Key": "agent", "Value": "true"}, "team=x"]])
+def test_tags_in_another_shape_are_an_input_problem(value):
+    entry = role("bot")
+    entry["Tags"] = value
+    _, _, gaps = frames(auth_details([entry]))
+    assert gaps["reason"].to_list() == ["Tags is not a list of {Key, Value} objects: the tags it holds are not read"]
+
+
+def test_a_null_path_changes_no_plan_and_is_fatal_under_strict(tmp_path):
+    fixture = Path(__file__).parents[1] / "fixtures" / "aws"
+    altered = tmp_path / "aws"
+    shutil.copytree(fixture, altered)
+    export = altered / "authorization-details.json"
+    data = json.loads(export.read_text())
+    (deploy,) = [r for r in data["RoleDetailList"] if r["RoleName"] == "deploy-agent"]
+    assert deploy["Path"] == "/agents/"
+    deploy["Path"] = None
+    export.write_text(json.dumps(data))
+    plans = {}
+    for name, folder in (("as-exported", fixture), ("null-path", altered)):
+        assert run_cli("audit", "--aws-dir", folder, "--out", tmp_path / name, "-q").code in (0, 1)
+        index = json.loads((tmp_path / name / "policies" / "index.json").read_text())
+        plans[name] = {entry["identity"]: entry["apply"] for entry in index}
+    assert plans["null-path"] == plans["as-exported"]
+    assert any("/agents/" in " ".join(commands) for commands in plans["as-exported"].values())
+    line = one_line_error(run_cli("audit", "--aws-dir", altered, "--out", tmp_path / "strict", "--strict", "-q"))
+    assert "deploy-agent" in line and "Path" in line

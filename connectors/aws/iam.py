@@ -97,6 +97,12 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _arn_path(arn: str) -> str:
+    """``arn:aws:iam::1:role/a/b/name`` -> ``/a/b/``: IAM names hold no ``/``, so the ARN fixes the path."""
+    parts = arn.split(":", 5)[5].split("/")
+    return "/" + "".join(f"{part}/" for part in parts[1:-1])
+
+
 def _tags(value: Any) -> list[tuple[str, str]]:
     if not isinstance(value, list):
         return []
@@ -183,6 +189,23 @@ class AuthorizationDetails:
         self.gaps.append(
             {"provider": "aws", "account": account, "scope": scope, "reason": reason, "severity": "error", "count": 1}
         )
+
+    def _path(self, account: str, scope: str, arn: str, entry: Mapping[str, Any]) -> str:
+        """The entity's path as its ARN names it (``role/agents/name``: ``/agents/``); a ``Path`` field
+        that says otherwise (``null``, a number, another path) is an input problem, since the plans
+        name policies by it."""
+        path = _arn_path(arn)
+        if "Path" in entry and entry["Path"] != path:
+            self._gap(account, scope, f"Path {str(entry['Path'])[:80]!r} does not match the Arn: {path!r} used")
+        return path
+
+    def _tag_list(self, account: str, scope: str, value: Any) -> list[tuple[str, str]]:
+        """The entity's tags; tags the export holds in another shape are an input problem, since
+        agents may be selected by tag."""
+        tags = _tags(value)
+        if value is not None and (not isinstance(value, list) or len(tags) != len(value)):
+            self._gap(account, scope, "Tags is not a list of {Key, Value} objects: the tags it holds are not read")
+        return tags
 
     def default_document(self, arn: str) -> Any | None:
         policy = self.policies.get(arn)
@@ -291,8 +314,9 @@ class AuthorizationDetails:
                     continue
                 account = arn.split(":")[4]
                 name = _text(entity.get("RoleName" if kind == "role" else "UserName")) or arn.rsplit("/", 1)[-1]
-                tags = _tags(entity.get("Tags"))
-                path = _text(entity.get("Path")) or "/"
+                scope = f"{self.origin}: {key}[{index}] ({arn})"
+                tags = self._tag_list(account, scope, entity.get("Tags"))
+                path = self._path(account, scope, arn, entity)
                 service_linked = path.startswith("/aws-service-role/")
                 reason = None if service_linked else selector.reason(arn, name, dict(tags))
                 last_used = entity.get("RoleLastUsed")
@@ -351,7 +375,7 @@ class AuthorizationDetails:
             "identity": arn,
             "name": _text(group.get("GroupName")) or arn.rsplit("/", 1)[-1],
             "kind": "group",
-            "path": _text(group.get("Path")) or "/",
+            "path": self._path(account, f"{self.origin}: GroupDetailList ({arn})", arn, group),
             "is_agent": False,
             "tags": [],
             "service_linked": False,
@@ -395,7 +419,7 @@ class AuthorizationDetails:
                     "kind": "policy",
                     "name": _text(policy.get("PolicyName")) or arn.rsplit("/", 1)[-1],
                     "id": arn,
-                    "path": _text(policy.get("Path")) or "/",
+                    "path": self._path(arn.split(":")[4], f"{self.origin}: Policies ({arn})", arn, policy),
                     "versions": [str(v.get("VersionId")) for v in sorted(versions, key=_version_order)],
                     "default_version": _text(policy.get("DefaultVersionId")),
                 }
