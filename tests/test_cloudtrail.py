@@ -145,6 +145,24 @@ def test_an_unreadable_or_special_path_in_the_folder_is_listed(tmp_path):
     assert sorted(Path(g["scope"]).name for g in problems) == ["dangling.json", "pipe.json"]
 
 
+def test_a_file_among_cloudtrails_that_is_not_a_log_file_is_listed_not_passed_over(tmp_path):
+    """A bomb of zeros (or anything else) named like no delivery file inside a CloudTrail folder; the
+    same beside the logs (snapshot metadata, notes) and in CloudTrail-Digest stays unlisted."""
+    log = trail_file(tmp_path, [event(BOT, "s3.amazonaws.com", "ListBuckets", WHEN)])
+    (log.parent / "bomb.json.gz").write_bytes(gzip.compress(bytes(1 << 20)))
+    (log.parent / "notes.json").write_text('{"hello": "world"}')
+    digest = tmp_path / "AWSLogs" / "123456789012" / "CloudTrail-Digest" / "us-east-1"
+    digest.mkdir(parents=True)
+    (digest / "digest.json.gz").write_bytes(gzip.compress(b'{"digestStartTime": "x"}'))
+    (tmp_path / "metadata.json").write_text("{}")
+    found, problems = trail.find_log_files([tmp_path])
+    assert found == [log]
+    assert {Path(g["scope"]).name: g["reason"] for g in problems} == {
+        "bomb.json.gz": "not read: it lies among CloudTrail's log files but does not begin like one",
+        "notes.json": "not read: it lies among CloudTrail's log files but does not begin like one",
+    }
+
+
 def test_unknown_event_source_is_counted_as_unmapped(tmp_path):
     trail_file(tmp_path, [event(BOT, "nosuchservice.amazonaws.com", "DoThing", WHEN)] * 2)
     partial = scan([tmp_path])

@@ -105,7 +105,8 @@ def find_log_files(paths: Sequence[Path], required: bool = True) -> tuple[list[P
 
     A file named explicitly is always read; inside a folder a file is a log file when CloudTrail
     delivered it (S3 layout) or when its content shows CloudTrail records, whatever its name
-    (digest and insight files, snapshot metadata and other JSON are not). ``required``: none is an error."""
+    (digest and insight files, snapshot metadata and other JSON are not; such a file inside a
+    ``CloudTrail`` folder is listed). ``required``: none is an error."""
     for root in paths:
         if not root.exists() and not root.is_symlink():
             raise InputError(f"{root}: no such file or directory", "pass the folder you synced the trail bucket into")
@@ -121,6 +122,8 @@ def find_log_files(paths: Sequence[Path], required: bool = True) -> tuple[list[P
         try:
             if looks_like_cloudtrail(path):
                 found.append(path)
+            elif "CloudTrail" in path.parts:  # where only CloudTrail delivers: said, not passed over
+                problems.append((path, "it lies among CloudTrail's log files but does not begin like one"))
         except InputError as exc:
             problems.append((path, str(exc)))
     if not found and required:
