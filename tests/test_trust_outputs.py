@@ -10,10 +10,11 @@ import time
 from datetime import UTC, datetime
 
 import yaml
-from conftest import FakeSource, LogStats, ScopeStats, audit, grant, identity, use
+from conftest import FakeSource, LogStats, ScopeStats, audit, grant, identity, one_line_error, run_cli, use
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from auditor import audit as audit_module
 from auditor.emit import report_md
 from auditor.emit.blocklist import blocklist, render
 from builders import allow, auth_details, event, policy, role, role_arn, snapshot, trail_file
@@ -125,3 +126,27 @@ def test_the_blocklist_yaml_reads_back_exactly():
     result = audit(source, now=datetime(2026, 11, 21, tzinfo=UTC))
     document = blocklist(result)
     assert yaml.safe_load(render(document)) == document
+
+
+def test_a_second_run_to_the_same_out_refuses_while_the_first_reads_its_logs(tmp_path, monkeypatch):
+    """--out is taken while the first run's log scan reads, not when it begins writing: a second run
+    started meanwhile must refuse, not read its own logs and publish over the first (or under it)."""
+    auth = auth_details([role("agent", inline={"p": policy(allow("s3:*"))})])
+    records = [event(AGENT, "s3.amazonaws.com", "ListBuckets", "2026-11-20T10:00:00Z")]
+    root = snapshot(tmp_path / "in", auth, {"2026/11/20": records})
+    out = tmp_path / "out"
+    second = []
+    scan = audit_module._usage
+
+    def usage_with_a_second_run(*args, **kwargs):
+        if not second:  # once: the second run's own scan comes here too
+            second.append(None)
+            second[0] = run_cli("audit", "--aws-dir", root, "--out", out, "-q")
+        return scan(*args, **kwargs)
+
+    monkeypatch.setattr(audit_module, "_usage", usage_with_a_second_run)
+    first = run_cli("audit", "--aws-dir", root, "--out", out, "-q")
+    assert first.code == 0, first.err
+    line = one_line_error(second[0])
+    assert f"--out {out} is being written by another auditor run (pid {os.getpid()})" in line
+    assert (out / "report.json").exists() and os.path.islink(out)

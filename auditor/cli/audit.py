@@ -6,6 +6,7 @@ The body asks each provider's CLI module for its sources, then makes the one lib
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,10 @@ from auditor.selection import AgentSelector
 if TYPE_CHECKING:
     from auditor import drift
     from auditor import exceptions as accepted
+    from auditor.audit import AuditConfig, AuditResult
+    from auditor.connectors.base import Progress
     from auditor.emit import sarif
+    from auditor.publish import OutputSet
 
 COMMON_OPTIONS = [
     Option("days", Annotated[int, typer.Option(min=1, max=400, help="Window length in days.")], 30),
@@ -158,7 +162,7 @@ def run(values: Mapping[str, Any], providers: Sequence[ModuleType]) -> None:
 
     What loads polars (the drift baseline, exceptions, the outputs) is imported only when needed
     and after :func:`~auditor.audit.run_audit` has begun the log scans, so that they overlap."""
-    from auditor.audit import AuditConfig, run_audit
+    from auditor.audit import AuditConfig
 
     common = Common.parse(values)
     progress = tty_progress()
@@ -180,14 +184,12 @@ def run(values: Mapping[str, Any], providers: Sequence[ModuleType]) -> None:
         raise InputError("--fail-on-new needs --baseline", "pass the previous audit's --out folder or report.json")
     previous = _previous(values["baseline"])  # bad inputs fail before the audit
     iac = _iac_map(values["iac_map"])
-    result = run_audit(config, progress, meanwhile=_load_outputs)
+    out: Path = values["out"]
+    result, document = _audit_into(out, config, progress, previous, iac)
 
     from auditor import drift
     from auditor.emit.report_md import terminal_summary
-    from auditor.emit.write import write_outputs
 
-    out: Path = values["out"]
-    document = write_outputs(result, out, previous, iac)
     if not values["quiet"]:
         typer.echo(terminal_summary(document, str(out)))
     fail_on: FailOn = values["fail_on"]
@@ -203,10 +205,30 @@ def run(values: Mapping[str, Any], providers: Sequence[ModuleType]) -> None:
         raise typer.Exit(EXIT_FINDINGS)
 
 
-def _load_outputs() -> None:
-    """What writes the outputs, loaded while the log scan reads (~20 ms the audit would wait for after)."""
-    from auditor import drift  # noqa: F401
-    from auditor.emit import report_md, write  # noqa: F401
+def _audit_into(
+    out: Path, config: AuditConfig, progress: Progress, previous: drift.Audit | None, iac: Sequence[sarif.IacLocation]
+) -> tuple[AuditResult, dict[str, Any]]:
+    """The audit, published to ``out`` as one set. ``out`` is taken while the log scan reads, so a second
+    run to it refuses then, not once both have read their logs (the last to finish, maybe the older
+    invocation, would have published); what writes the outputs loads there too (~20 ms the audit would
+    wait for after the scan)."""
+    from auditor.audit import run_audit
+
+    with contextlib.ExitStack() as held:
+        staged: list[OutputSet] = []
+
+        def prepare_outputs() -> None:
+            from auditor import drift  # noqa: F401
+            from auditor.emit import report_md, write  # noqa: F401
+            from auditor.publish import OutputSet
+
+            staged.append(held.enter_context(OutputSet(out)))
+
+        result = run_audit(config, progress, meanwhile=prepare_outputs)
+
+        from auditor.emit.write import write_outputs
+
+        return result, write_outputs(result, staged[0] if staged else out, previous, iac)
 
 
 def _exceptions(path: Path | None) -> tuple[accepted.Entry, ...]:

@@ -71,41 +71,52 @@ def _policy_index(policies: list[IdentityPolicies]) -> str:
 
 def write_outputs(
     result: AuditResult,
-    out: Path,
+    out: Path | OutputSet,
     previous: drift.Audit | None = None,
     iac: Sequence[sarif.IacLocation] = (),
 ) -> dict[str, Any]:
     """Write policies, blocklist, permissions.csv and the reports; return the report document. With
     ``previous`` (last month's audit) also ``drift.json`` and ``drift.md``, summarised in the reports;
-    ``iac`` places the SARIF results on the files where each identity's IAM is defined."""
+    ``iac`` places the SARIF results on the files where each identity's IAM is defined. ``out``: the
+    folder, published here; or an open :class:`OutputSet` (taken before the audit), published by its
+    owner when its ``with`` block ends."""
+    if isinstance(out, OutputSet):
+        return _write(result, out, previous, iac)
     with OutputSet(out) as staged:
-        # The two largest outputs first: polars writes them itself, on threads, while the rest is rendered.
-        staged.write_in_background("permissions.csv", _permissions_csv(result.permissions))
-        staged.write_in_background("permissions.parquet", _parquet(result.permissions))
-        policies = all_policies(result)
-        for entry in policies:
-            for policy_file in entry.files:
-                staged.write(policy_file.path, policy_file.content)
-        staged.write("policies/index.json", _policy_index(policies))
-        staged.write("blocklist.yaml", blocklist.render(blocklist.blocklist(result)))
-        extra = ["report.sarif", "report.html", *(["drift.json", "drift.md"] if previous is not None else [])]
-        document = report_json.report(result, policies, [*staged.written, *extra, "report.json", "report.md"])
-        if previous is not None:
-            changes = drift.drift(previous, drift.of_result(document, result.permissions, str(out)))
-            staged.write("drift.json", drift.dumps(changes))
-            staged.write("drift.md", drift_md.render(changes))
-            document["drift"] = {
-                "previous": changes["previous"],
-                "summary": changes["summary"],
-                "file": "drift.md",
-                "previous_unused": {
-                    f"{i['provider']}|{i['identity']}": i["unused_percent"]["previous"]
-                    for i in changes["identities"]
-                    if i["unused_percent"]["previous"] is not None
-                },
-            }
-        staged.write("report.sarif", orjson.dumps(sarif.render(document, out, iac), option=orjson.OPT_INDENT_2))
-        staged.write("report.json", orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
-        staged.write("report.md", report_md.render(document))
-        staged.write("report.html", report_html.render(document))
+        return _write(result, staged, previous, iac)
+
+
+def _write(
+    result: AuditResult, staged: OutputSet, previous: drift.Audit | None, iac: Sequence[sarif.IacLocation]
+) -> dict[str, Any]:
+    out = staged.out
+    # The two largest outputs first: polars writes them itself, on threads, while the rest is rendered.
+    staged.write_in_background("permissions.csv", _permissions_csv(result.permissions))
+    staged.write_in_background("permissions.parquet", _parquet(result.permissions))
+    policies = all_policies(result)
+    for entry in policies:
+        for policy_file in entry.files:
+            staged.write(policy_file.path, policy_file.content)
+    staged.write("policies/index.json", _policy_index(policies))
+    staged.write("blocklist.yaml", blocklist.render(blocklist.blocklist(result)))
+    extra = ["report.sarif", "report.html", *(["drift.json", "drift.md"] if previous is not None else [])]
+    document = report_json.report(result, policies, [*staged.written, *extra, "report.json", "report.md"])
+    if previous is not None:
+        changes = drift.drift(previous, drift.of_result(document, result.permissions, str(out)))
+        staged.write("drift.json", drift.dumps(changes))
+        staged.write("drift.md", drift_md.render(changes))
+        document["drift"] = {
+            "previous": changes["previous"],
+            "summary": changes["summary"],
+            "file": "drift.md",
+            "previous_unused": {
+                f"{i['provider']}|{i['identity']}": i["unused_percent"]["previous"]
+                for i in changes["identities"]
+                if i["unused_percent"]["previous"] is not None
+            },
+        }
+    staged.write("report.sarif", orjson.dumps(sarif.render(document, out, iac), option=orjson.OPT_INDENT_2))
+    staged.write("report.json", orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    staged.write("report.md", report_md.render(document))
+    staged.write("report.html", report_html.render(document))
     return document
