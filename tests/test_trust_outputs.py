@@ -1,6 +1,7 @@
 """Outputs that must be safe to apply or read: blocklist coverage of refused calls, inert Markdown,
 coverage counted per account, and readers that die with the audit."""
 
+import json
 import os
 import re
 import signal
@@ -8,7 +9,9 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 import yaml
 from conftest import FakeSource, LogStats, ScopeStats, audit, grant, identity, one_line_error, run_cli, use
 from hypothesis import given, settings
@@ -150,3 +153,18 @@ def test_a_second_run_to_the_same_out_refuses_while_the_first_reads_its_logs(tmp
     line = one_line_error(second[0])
     assert f"--out {out} is being written by another auditor run (pid {os.getpid()})" in line
     assert (out / "report.json").exists() and os.path.islink(out)
+
+
+@pytest.mark.parametrize("until", [None, "9999-12-31"])
+def test_the_summary_counts_as_dormant_exactly_the_identities_the_plans_treat_so(until, tmp_path):
+    """A window the logs do not cover (it ends in 9999) shows no call, but leaves no identity dormant: the
+    header once said "dormant: 6" over plans that rightly removed nothing."""
+    fixture = Path(__file__).parents[1] / "fixtures" / "aws"
+    args = ["audit", "--aws-dir", fixture, "--out", tmp_path / "out", "-q", *(["--until", until] if until else [])]
+    assert run_cli(*args).code == 0
+    document = json.loads((tmp_path / "out" / "report.json").read_text())
+    plans = [i["name"] for i in document["identities"] if i["dormant"]]
+    flagged = {f["identity"] for f in document["findings"] if f["kind"] == "dormant-identity"}
+    assert document["summary"]["agents_dormant"] == len(plans) == len(flagged)
+    assert (len(plans) > 0) is (until is None)
+    assert f"(dormant: {len(plans)})" in (tmp_path / "out" / "report.md").read_text()

@@ -159,6 +159,7 @@ def report(result: AuditResult, policies: list[IdentityPolicies], written: list[
         for audit in result.audits
     ]
     counts = _severity_counts(result.findings)
+    dormant = result.findings.filter(pl.col("kind") == "dormant-identity").unique(["provider", "identity"])
     worst = next((s for s in COUNTED_SEVERITIES if counts[s]), None)
     data = result.data
     return {
@@ -172,7 +173,9 @@ def report(result: AuditResult, policies: list[IdentityPolicies], written: list[
         "options": {"drop_unobservable": result.options.drop_unobservable, "strict": result.options.strict},
         "summary": {
             "identities": len(identities),
-            "agents_dormant": sum(1 for i in identities if i["used"] == 0 and i["denied"] == 0),
+            # dormant as the plans are (no activity in a window the logs cover), not "no call seen": an
+            # identity the logs cannot see is not dormant, and the plans do not remove its grants
+            "agents_dormant": dormant.height,
             "granted": sum(i["granted"] for i in identities),
             "used": sum(i["used"] for i in identities),
             "unused": sum(i["unused"] for i in identities),
