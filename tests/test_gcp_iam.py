@@ -43,7 +43,7 @@ def test_principals_as_written_in_bindings():
     wif = "principal://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/subject/s"
     assert principal_of(wif).identity == wif
     deleted = principal_of(f"deleted:serviceAccount:{BOT}?uid=123")
-    assert (deleted.identity, deleted.kind) == (BOT, "deleted_service_account")
+    assert (deleted.identity, deleted.kind) == (f"deleted:serviceAccount:{BOT}", "deleted_service_account")
     for member in ("group:g@x.com", "domain:x.com", "allUsers", "allAuthenticatedUsers", "principalSet://x/y"):
         assert principal_of(member) is None
 
@@ -119,9 +119,10 @@ def test_deleted_accounts_and_service_agents_are_reported_not_audited(tmp_path):
     grants = build_grants("p1", [project], _roles(tmp_path), {}, AgentSelector(everyone=True), RULES)
     ids = {r["identity"]: r for r in grants.identities.iter_rows(named=True)}
     assert not any(r["is_agent"] for r in ids.values())
-    assert ids[BOT]["selected_by"].startswith("deleted service account")
-    assert ids[BOT]["kind"] == "deleted_service_account" and not ids[BOT]["service_linked"]
-    assert "remove the bindings" in ids[BOT]["selected_by"] and "roles/editor on projects/p1" in ids[BOT]["selected_by"]
+    deleted = ids[f"deleted:serviceAccount:{BOT}"]
+    assert deleted["selected_by"].startswith("deleted service account")
+    assert deleted["kind"] == "deleted_service_account" and not deleted["service_linked"]
+    assert "remove the bindings" in deleted["selected_by"] and "roles/editor on projects/p1" in deleted["selected_by"]
     assert ids[agent]["selected_by"].startswith("Google-managed service agent")
     assert grants.gaps.is_empty()  # a deleted account is reported through selected_by, not as an input problem
 
@@ -160,3 +161,64 @@ def test_yaml_role_definitions_are_read(tmp_path):
     (tmp_path / "r.yaml").write_text("name: roles/x\ntitle: X\nstage: GA\nincludedPermissions:\n- a.b.get\n")
     roles, _ = load_roles([tmp_path / "r.yaml"])
     assert roles["roles/x"].permissions == ("a.b.get",)
+
+
+def test_a_deleted_account_is_never_the_live_account_that_now_has_its_email(tmp_path):
+    project = parse_policy(
+        policy(
+            binding("roles/logging.viewer", f"serviceAccount:{BOT}"),
+            binding("roles/editor", f"deleted:serviceAccount:{BOT}?uid=999"),
+            binding("roles/editor", f"user:{BOT}"),  # not a user: left out, said
+        ),
+        "projects/p1",
+        "p.json",
+    )
+    grants = build_grants(
+        "p1", [project], _roles(tmp_path), {BOT: {"description": "agent=true"}}, AgentSelector(), RULES
+    )
+    live = grants.grants.filter(grants.grants["identity"] == BOT)
+    assert live["source"].to_list() == ["roles/logging.viewer on projects/p1"]
+    assert set(grants.identities["identity"]) == {BOT, f"deleted:serviceAccount:{BOT}"}
+    (gap,) = grants.gaps.iter_rows(named=True)
+    assert gap["scope"] == "p.json: bindings[2] (roles/editor on projects/p1)" and "as a user" in gap["reason"]
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {},
+        False,
+        True,
+        "request.time < timestamp('2027-01-01T00:00:00Z')",
+        [{"expression": "true"}],
+        {"title": "t"},
+        {"expression": 42},
+        {"expression": " "},
+        {"expression": "true", "title": 5},
+    ],
+)
+def test_a_condition_of_another_shape_leaves_its_binding_out_never_unconditional(condition, tmp_path):
+    doc = policy(
+        binding("roles/logging.viewer", f"serviceAccount:{BOT}"), binding("roles/editor", f"serviceAccount:{BOT}")
+    )
+    doc["bindings"][1]["condition"] = condition
+    project = parse_policy(doc, "projects/p1", "p.json")
+    grants = build_grants(
+        "p1", [project], _roles(tmp_path), {BOT: {"description": "agent=true"}}, AgentSelector(), RULES
+    )
+    assert grants.grants["source"].to_list() == ["roles/logging.viewer on projects/p1"]
+    (gap,) = grants.gaps.iter_rows(named=True)
+    assert gap["scope"] == "p.json: bindings[1] (roles/editor on projects/p1)"
+    assert "is not an {expression, title} object" in gap["reason"] and gap["severity"] == "error"
+
+
+@pytest.mark.parametrize("members", [f"serviceAccount:{BOT}", [42, None, f"serviceAccount:{BOT}"]])
+def test_members_of_another_shape_are_said(members, tmp_path):
+    doc = policy(binding("roles/editor"))
+    doc["bindings"][0]["members"] = members
+    grants = build_grants(
+        "p1", [parse_policy(doc, "projects/p1", "p.json")], _roles(tmp_path), {}, AgentSelector(everyone=True), RULES
+    )
+    (gap,) = grants.gaps.iter_rows(named=True)
+    assert gap["scope"] == "p.json: bindings[0] (roles/editor on projects/p1)"
+    assert grants.grants.height == (1 if isinstance(members, list) else 0)

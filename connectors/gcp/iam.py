@@ -107,6 +107,7 @@ class Policy:
     audit_configs: tuple[dict[str, Any], ...]
     etag: str | None
     origin: str
+    problems: tuple[tuple[str, str], ...] = ()  # (where, what): bindings or members left out, and why
 
     @property
     def level(self) -> str:
@@ -121,14 +122,42 @@ def parse_policy(doc: Any, resource: str, origin: str) -> Policy:
             "export it with `gcloud projects get-iam-policy PROJECT --format=json`",
         )
     bindings = []
+    problems: list[tuple[str, str]] = []
     for index, raw in enumerate(doc.get("bindings") or []):
         if not isinstance(raw, dict) or not isinstance(raw.get("role"), str):
             raise InputError(f"{origin}: bindings[{index}] has no role")
-        members = raw.get("members") or []
-        condition = raw.get("condition")
-        bindings.append(Binding(raw["role"], tuple(m for m in members if isinstance(m, str)), condition or None, index))
+        where = f"{origin}: bindings[{index}] ({raw['role']} on {resource})"
+        members, condition = raw.get("members") or [], raw.get("condition")
+        if condition is not None and not _is_condition(condition):
+            # its grant may hold only under that condition: left out (and left as it is by the plans),
+            # never read as unconditional
+            problems.append(
+                (
+                    where,
+                    f"condition {str(condition)[:80]!r} is not an {{expression, title}} object: "
+                    "binding not audited, the plans leave it as it is",
+                )
+            )
+            continue
+        if not isinstance(members, list):
+            problems.append((where, "members is not a list: binding not audited, the plans leave it as it is"))
+            continue
+        odd = [m for m in members if not isinstance(m, str)]
+        if odd:
+            problems.append((where, f"{len(odd)} member(s) that are not strings left out ({str(odd[0])[:40]!r}, ...)"))
+        bindings.append(Binding(raw["role"], tuple(m for m in members if isinstance(m, str)), condition, index))
     configs = tuple(c for c in doc.get("auditConfigs") or [] if isinstance(c, dict))
-    return Policy(resource, tuple(bindings), configs, doc.get("etag"), origin)
+    return Policy(resource, tuple(bindings), configs, doc.get("etag"), origin, tuple(problems))
+
+
+def _is_condition(value: Any) -> bool:
+    """An IAM condition as Google returns it: a CEL ``expression``, optional ``title`` and ``description``."""
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("expression"), str)
+        and bool(value["expression"].strip())
+        and all(isinstance(value.get(k, ""), str) for k in ("title", "description"))
+    )
 
 
 def parse_asset_policies(doc: Any, origin: str) -> list[Policy]:
@@ -169,7 +198,8 @@ def principal_of(member: str) -> Principal | None:
     if kind == "user":
         return Principal(rest, "user")
     if kind == "deleted" and rest.startswith("serviceAccount:"):
-        return Principal(rest.split(":", 1)[1].split("?", 1)[0], "deleted_service_account")
+        # a principal of its own (another uid), never the live account that now has its email
+        return Principal(member.split("?", 1)[0], "deleted_service_account")
     return None
 
 
@@ -216,6 +246,7 @@ def build_grants(
     gaps: list[dict[str, Any]] = []
     missing_roles: dict[str, set[str]] = {}
     for policy in policies:
+        gaps += [_gap(project, where, what) for where, what in policy.problems]
         for binding in policy.bindings:
             role = roles.get(binding.role)
             if role is None:
@@ -223,6 +254,10 @@ def build_grants(
             for position, member in enumerate(binding.members):
                 principal = principal_of(member)
                 if principal is None:
+                    continue
+                if principal.kind == "user" and principal.identity.endswith(".gserviceaccount.com"):
+                    where = f"{policy.origin}: bindings[{binding.index}] ({binding.role} on {policy.resource})"
+                    gaps.append(_gap(project, where, f"member {member!r} names a service account as a user: left out"))
                     continue
                 entry = found.setdefault(
                     principal.identity,
