@@ -70,17 +70,39 @@ class RoleDefinition:
     assignable_scopes: tuple[str, ...]
 
 
-def _permission(raw: Mapping[str, Any]) -> Permission:
+class _Malformed(ValueError):
+    """What makes an entry unusable as it is: read it otherwise and the grant could come out wider."""
+
+
+def _optional_text(raw: Mapping[str, Any], key: str) -> str | None:
+    """A string field that may be absent, null or empty; anything else is malformed (a condition read as
+    absent would make its grant unconditional)."""
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _Malformed(f"{key} {str(value)[:60]!r} is not a string")
+    return value or None
+
+
+def _permission(raw: Any, index: int) -> Permission:
+    if not isinstance(raw, dict):
+        raise _Malformed(f"permissions[{index}] is not an object")
+
     def get(*keys: str) -> tuple[str, ...]:
-        return next((_strings(raw[k]) for k in keys if k in raw), ())
+        key = next((k for k in keys if k in raw), None)
+        if key is None or raw[key] is None:
+            return ()
+        value = raw[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _Malformed(f"permissions[{index}].{key} is not a list of strings")
+        return tuple(v for v in value if v)
 
     return Permission(
         get("actions", "Actions"),
         get("notActions", "NotActions", "not_actions"),
         get("dataActions", "DataActions", "data_actions"),
         get("notDataActions", "NotDataActions", "not_data_actions"),
-        _text(raw.get("condition")),
-        _text(raw.get("conditionVersion")),
+        _optional_text(raw, "condition"),
+        _optional_text(raw, "conditionVersion"),
     )
 
 
@@ -98,13 +120,18 @@ def load_definitions(paths: Iterable[Path]) -> tuple[dict[str, RoleDefinition], 
             if not name or not role_name or not isinstance(permissions, list):
                 gaps.append(_gap(f"{path}[{index}]", "not a role definition (no name / roleName / permissions)"))
                 continue
+            try:
+                parsed = tuple(_permission(p, n) for n, p in enumerate(permissions))
+            except _Malformed as exc:
+                gaps.append(_gap(f"{path}[{index}] ({role_name})", f"not a role definition as it is: {exc}"))
+                continue
             kind = props.get("roleType") or props.get("type")
             found[name.lower()] = RoleDefinition(
                 name.lower(),
                 _text(raw.get("id")) or f"/providers/Microsoft.Authorization/roleDefinitions/{name.lower()}",
                 role_name,
                 kind == "CustomRole",
-                tuple(_permission(p) for p in permissions if isinstance(p, dict)),
+                parsed,
                 _strings(props.get("assignableScopes")),
             )
     return found, gaps
@@ -155,6 +182,8 @@ class Assignment:
 
 
 def _assignment(raw: Any) -> Assignment | None:
+    """The assignment an entry holds; None when it holds none; ``_Malformed`` when it holds one that
+    cannot be read as it is (a condition of another shape, a scope that is no ARM scope)."""
     if not isinstance(raw, dict):
         return None
     props = raw.get("properties") if isinstance(raw.get("properties"), dict) else raw
@@ -173,6 +202,11 @@ def _assignment(raw: Any) -> Assignment | None:
         )
     if not (_text(principal) and _text(role) and _text(scope)):
         return None
+    if not is_scope(scope):
+        raise _Malformed(f"scope {scope[:120]!r} is not an ARM scope (/, a management group, a subscription or below)")
+    for key, value in (("condition", condition), ("conditionVersion", version)):
+        if value is not None and not isinstance(value, str):
+            raise _Malformed(f"{key} {str(value)[:60]!r} is not a string")
     return Assignment(
         _text(ident) or f"{scope}/providers/Microsoft.Authorization/roleAssignments/{raw.get('name', '?')}",
         principal.lower(),
@@ -193,7 +227,13 @@ def load_assignments(paths: Iterable[Path]) -> tuple[list[Assignment], list[dict
     for path in paths:
         doc = load_json(path, "the output of `az role assignment list --all -o json`")
         for index, raw in enumerate(_items(doc, path, "a role assignment list", ASSIGNMENTS_HINT)):
-            assignment = _assignment(raw)
+            try:
+                assignment = _assignment(raw)
+            except _Malformed as exc:
+                gaps.append(
+                    _gap(f"{path}[{index}]", f"role assignment not audited, the plans leave it as it is: {exc}")
+                )
+                continue
             if assignment is None:
                 gaps.append(
                     _gap(f"{path}[{index}]", "not a role assignment (no principalId / roleDefinitionId / scope)")
@@ -202,6 +242,23 @@ def load_assignments(paths: Iterable[Path]) -> tuple[list[Assignment], list[dict
                 seen.add(assignment.id.lower())
                 found.append(assignment)
     return found, gaps
+
+
+_MANAGEMENT_GROUPS = "/providers/microsoft.management/managementgroups/"
+
+
+def is_scope(scope: str) -> bool:
+    """``/``, a management group, or a subscription and what lies below it, with no empty, ``.`` or
+    ``..`` segment: plans are made at the scopes assignments name, so a scope must mean one place."""
+    if scope == "/":
+        return True
+    parts = scope.split("/")
+    if parts[0] != "" or any(part in ("", ".", "..") for part in parts[1:]):
+        return False
+    lowered = scope.lower()
+    return (lowered.startswith("/subscriptions/") and len(parts) >= 3) or (
+        lowered.startswith(_MANAGEMENT_GROUPS) and len(parts) == 5
+    )
 
 
 # ----------------------------------------------------------------------------- principals
