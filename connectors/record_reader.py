@@ -35,6 +35,9 @@ class RecordReader(Generic[R]):
 
     kind = "records"  # shown in "not a <kind>"
     none_found = "no records found"
+    #: Whether a file of nothing (or only white space) is an input problem: True where every export of
+    #: the format writes something even when it holds no records (``[]``, a page without entries).
+    empty_is_a_problem = False
 
     def __init__(self, origin: str, sink: Sink) -> None:
         self.origin = origin
@@ -63,6 +66,8 @@ class RecordReader(Generic[R]):
     def read(self, raw: bytes) -> list[R]:
         text = raw.removeprefix(fileio.UTF8_BOM)
         if fileio.first_byte(text) < 0:
+            if self.empty_is_a_problem:  # said, not read as a quiet day: its usage would turn "unused"
+                raise ValueError("an empty file (an export that failed or was cut off?)")
             return []
         if fileio.is_complete(text) or not self.lines(text):
             self.value(text, "", 0)

@@ -4,9 +4,11 @@ recognising a Cloud Logging file by its content."""
 import base64
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from conftest import one_line_error, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -131,9 +133,12 @@ def test_a_missing_timestamp_falls_back_to_receive_timestamp_and_no_time_is_a_ba
     assert sink.bad == [("line 2", "a log entry needs a timestamp (or receiveTimestamp)")]
 
 
-def test_a_page_without_entries_and_an_empty_file_hold_nothing():
-    for text in (b"{}", b'{"nextPageToken": "x"}', b'{"entries": []}', b"[]", b"", b"\n"):
+def test_a_page_without_entries_holds_nothing_and_an_empty_file_is_a_problem():
+    for text in (b"{}", b'{"nextPageToken": "x"}', b'{"entries": []}', b"[]"):
         assert decode(text) == ([], [])
+    for text in (b"", b"\n", b"\xef\xbb\xbf  "):  # what no export writes: a failed or cut-off one
+        with pytest.raises(ValueError, match="an empty file"):
+            decode(text)
 
 
 # ----------------------------------------------------------------------------- hostile variants
@@ -219,3 +224,15 @@ def test_looks_like_audit_log_by_content(tmp_path):
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"bindings": [{"role": "roles/viewer", "members": ["user:a@b"]}]}))
     assert not ar.looks_like_audit_log(policy)
+
+
+def test_an_emptied_export_in_a_snapshot_is_an_input_problem_not_a_quiet_month(tmp_path):
+    """Emptied, the fixture's Data Access export made two agents dormant without a word."""
+    folder = tmp_path / "gcp"
+    shutil.copytree(Path(__file__).parents[1] / "fixtures" / "gcp", folder)
+    (folder / "logs" / "data_access.json").write_bytes(b"")
+    assert run_cli("audit", "--gcp-dir", folder, "--out", tmp_path / "out", "-q").code in (0, 1)
+    problems = json.loads((tmp_path / "out" / "report.json").read_text())["gaps"]
+    assert any(p["scope"].endswith("data_access.json") and "an empty file" in p["reason"] for p in problems)
+    line = one_line_error(run_cli("audit", "--gcp-dir", folder, "--out", tmp_path / "strict", "--strict", "-q"))
+    assert "data_access.json" in line and "an empty file" in line

@@ -174,6 +174,7 @@ class _Reader(RecordReader[Entry]):
 
     kind = "Cloud Logging export"
     none_found = "no log entries found"
+    empty_is_a_problem = True  # gcloud and the API write `[]` or `{}` for no entries; the collector, no file
 
     def batch(self, text: bytes) -> list[Entry] | None:
         records = _ENTRIES.decode(text)
