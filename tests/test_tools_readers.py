@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
+import pytest
 from conftest import END
 from tools_support import audit_tools, tool_layer
 
@@ -122,3 +123,22 @@ def test_attribution_walks_to_the_agent_span_and_merges_nested_views():
     assert set(by_tool) == {"mcp__fs__delete", "read"} and resolved.merged == 1
     assert by_tool["mcp__fs__delete"].agent == "planner" and by_tool["mcp__fs__delete"].outcome == "denied"
     assert by_tool["read"].agent == "svc"  # no agent span: service.name
+
+
+@pytest.mark.parametrize("name", [{"intValue": "5"}, {"boolValue": True}, {"arrayValue": {"values": []}}])
+def test_a_tool_name_that_is_not_a_string_is_a_bad_span_not_a_tool(name):
+    """Read as a tool "5", every call was used-not-granted and the tools it called looked unused."""
+    problems = []
+    span = {
+        "traceId": "a",
+        "spanId": "b",
+        "name": "execute_tool search",
+        "startTimeUnixNano": "1700000000000000000",
+        "attributes": [
+            {"key": "gen_ai.operation.name", "value": {"stringValue": "execute_tool"}},
+            {"key": "gen_ai.tool.name", "value": name},
+        ],
+    }
+    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    assert list(otlp.spans_of(doc, lambda where, exc: problems.append(exc))) == []
+    assert [str(p) for p in problems] == [f"gen_ai.tool.name {str(otlp.any_value(name))[:40]!r} is not a string"]

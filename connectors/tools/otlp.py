@@ -122,6 +122,10 @@ def _role(attrs: dict[str, Any], name: str) -> tuple[str, str]:
 
 
 def _tool_name(attrs: dict[str, Any], name: str) -> str:
+    for key in _TOOL_NAME_KEYS:
+        value = attrs.get(key)
+        if value is not None and not isinstance(value, str):  # counted as a tool "5", the real one unused
+            raise BadSpan(f"{key} {str(value)[:40]!r} is not a string")
     found = _text(attrs, _TOOL_NAME_KEYS)
     if found:
         return found
