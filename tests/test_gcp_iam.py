@@ -11,6 +11,7 @@ from gcp_builders import binding, policy, role, sa
 from auditor.connectors.gcp.iam import (
     build_grants,
     load_roles,
+    load_service_accounts,
     parse_asset_policies,
     parse_policy,
     principal_of,
@@ -222,3 +223,18 @@ def test_members_of_another_shape_are_said(members, tmp_path):
     (gap,) = grants.gaps.iter_rows(named=True)
     assert gap["scope"] == "p.json: bindings[0] (roles/editor on projects/p1)"
     assert grants.grants.height == (1 if isinstance(members, list) else 0)
+
+
+@pytest.mark.parametrize("doc", [{"wrapped": [{"email": BOT}]}, {"accounts": {"email": BOT}}, "x", 5])
+def test_a_service_account_export_of_another_shape_is_one_error_naming_it(doc, tmp_path):
+    path = tmp_path / "service-accounts.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=f"{path}: not a service-account list"):
+        load_service_accounts([path])
+
+
+@pytest.mark.parametrize("doc, emails", [([], []), ({}, []), ({"accounts": [{"email": BOT}]}, [BOT])])
+def test_service_account_exports_gcloud_and_the_api_write(doc, emails, tmp_path):
+    path = tmp_path / "service-accounts.json"
+    path.write_text(json.dumps(doc))
+    assert list(load_service_accounts([path])) == emails

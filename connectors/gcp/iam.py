@@ -216,9 +216,12 @@ def load_service_accounts(paths: Sequence[Path]) -> dict[str, dict[str, Any]]:
     accounts: dict[str, dict[str, Any]] = {}
     for path in paths:
         doc = load_json(path, "the output of `gcloud iam service-accounts list --format=json`")
-        items = doc.get("accounts", []) if isinstance(doc, dict) else doc
-        if not isinstance(items, list):
-            raise InputError(f"{path}: not a service-account list")
+        items = doc.get("accounts", [] if set(doc) <= {"nextPageToken"} else None) if isinstance(doc, dict) else doc
+        if not isinstance(items, list):  # gcloud's list, or the API's page (`{}` when there are none)
+            raise InputError(
+                f"{path}: not a service-account list (a JSON list, or an object with an `accounts` list)",
+                "export it with `gcloud iam service-accounts list --project P --format=json`",
+            )
         for item in items:
             if isinstance(item, dict) and isinstance(item.get("email"), str):
                 accounts[item["email"]] = item
