@@ -63,6 +63,7 @@ def write_blocklist(path: Path, *identities: dict[str, Any]) -> Path:
         "generated_by": "auditor test",
         "generated_at": "2026-12-01T00:00:00Z",
         "identities": list(identities),
+        "complete": True,
     }
     path.write_text(render(document), encoding="utf-8")
     return path

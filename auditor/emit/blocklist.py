@@ -130,6 +130,8 @@ def blocklist(result: AuditResult) -> dict[str, Any]:
         "generated_at": iso(result.generated_at),
         "windows": {p: window_dict(w) for p, w in sorted(result.data.windows.items())},
         "identities": identities,
+        # last, so that a file cut off at any line break is told apart from a whole one (the guard refuses it)
+        "complete": True,
     }
 
 

@@ -1,7 +1,8 @@
 """Reading ``blocklist.yaml`` for the guard: validated against the shipped schema, or refused.
 
-A missing, unreadable, malformed or schema-invalid file is a :class:`GuardConfigError`: a broken
-guard never silently allows everything. So is an ``identity=`` that names no entry, or several.
+A missing, unreadable, malformed, schema-invalid or cut-off file (no closing ``complete: true``: YAML
+cut at a line break still parses) is a :class:`GuardConfigError`: a broken guard never silently
+allows everything. So is an ``identity=`` that names no entry, or several.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
         at = f" (line {mark.line + 1})" if mark is not None else ""
         raise GuardConfigError(f"{where}: not valid YAML{at}", "regenerate it with `auditor audit`") from None
     _validate(document, where)
+    if document.get("complete") is not True:
+        raise GuardConfigError(
+            f"{where}: the blocklist ends before its last line (`complete: true`): cut off while written or copied",
+            "copy it again whole, or regenerate it with `auditor audit`",
+        )
     return document
 
 

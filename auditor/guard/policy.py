@@ -12,18 +12,28 @@ What each list means at the enforcement point:
   server no ``tools/list`` enumerated: a tool of that server named in no list takes its decision.
 
 Names compare case-insensitively; a permission in several lists takes the strictest (deny, then
-approval, then allow). Lookups are one dict access: the cost does not grow with the blocklist.
+approval, then allow). Lookups are one dict access: the cost does not grow with the blocklist. An
+entry with ``*`` or ``?`` (the audit writes none; a hand-edited file may) is a pattern, tried when no
+name matches. A name no cloud spells a permission with (white space, look-alike letters, a wildcard)
+is blocked for deny-list identities, which would otherwise let it through.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Decision = Literal["allow", "deny", "require_approval"]
 #: The rule of a tool an allow-list identity lists nowhere.
 NOT_ALLOWED = "guard-not-allowed"
+#: The rule of a name no cloud calls a permission by (white space, look-alike letters, a wildcard):
+#: blocked, since a deny list would let through whatever it cannot spell.
+MALFORMED = "guard-malformed-name"
+#: What IAM actions, GCP permissions and ARM operations are spelled with.
+_PERMISSION_NAME = re.compile(r"[A-Za-z0-9_.:/-]+")
 #: The tool part of ``<server>.(unlisted tools)`` (as :mod:`auditor.connectors.tools.inventory` spells it).
 UNLISTED = "(unlisted tools)"
 _STRICTNESS = {"allow": 0, "require_approval": 1, "deny": 2}
@@ -54,6 +64,8 @@ class IdentityPolicy:
     table: Mapping[str, Verdict]  # lower-cased permission -> verdict
     unlisted: Mapping[str, Verdict]  # lower-cased server -> verdict of its "(unlisted tools)" entry
     allow_list: bool  # a tool-layer identity: what no list names is blocked
+    # entries holding * or ? (written by hand: the audit lists names), strictest first
+    patterns: tuple[tuple[re.Pattern[str], Verdict], ...] = field(default=())
 
     @classmethod
     def from_entry(cls, entry: Mapping[str, Any]) -> IdentityPolicy:
@@ -69,6 +81,10 @@ class IdentityPolicy:
             verdict = Verdict("deny", group["rule"], group["reason"], group.get("severity"))
             for name in group["permissions"]:
                 _put(table, name, verdict)
+        patterns = sorted(
+            ((re.compile(fnmatch.translate(key)), v) for key, v in table.items() if "*" in key or "?" in key),
+            key=lambda pair: -_STRICTNESS[pair[1].decision],
+        )
         unlisted = {}
         if allow_list:
             suffix = "." + UNLISTED.lower()
@@ -81,6 +97,7 @@ class IdentityPolicy:
             table=table,
             unlisted=unlisted,
             allow_list=allow_list,
+            patterns=tuple(patterns),
         )
 
     def decide(self, permission: str) -> Verdict:
@@ -89,7 +106,12 @@ class IdentityPolicy:
         hit = self.table.get(key)
         if hit is not None:
             return hit
+        for pattern, verdict in self.patterns:
+            if pattern.match(key):
+                return verdict
         if not self.allow_list:
+            if _PERMISSION_NAME.fullmatch(permission) is None:
+                return Verdict("deny", MALFORMED, f"{permission!r} is not a permission name: refused, not looked up")
             return ALLOWED
         server, dot, _ = key.partition(".")
         if dot and server in self.unlisted:
