@@ -13,6 +13,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from auditor.approvals import open_queue
 from auditor.guard import ActionBlocked, ActionDenied, Guard
@@ -103,6 +104,33 @@ def test_request_dependent_actions_follow_the_parameters(tmp_path: Path, edge: E
     with pytest.raises(ActionBlocked, match="dynamodb:DeleteItem"):  # parameters do not name it: every action
         ddb.transact_write_items(TransactItems=[{"Put": {"TableName": "t", "Item": {"pk": {"S": "a"}}}}])
     assert edge.calls == before
+
+
+def test_a_call_that_passes_a_role_is_checked_for_iam_passrole(tmp_path: Path, edge: Edge) -> None:
+    """IAM authorizes iam:PassRole on every role a call hands to a service; the audit counts it from
+    CloudTrail, so the guard must check it too (create_function, create_stack and task definitions went out)."""
+    path = write_blocklist(tmp_path / "b.yaml", identity("aws", AGENT, "a", deny=["iam:PassRole"]))
+    session = Guard.from_blocklist(path, identity=AGENT).protect(boto3.Session(region_name="us-east-1"))
+    role = "arn:aws:iam::123456789012:role/admin"
+    before = list(edge.calls)
+    calls = [
+        lambda: session.client("lambda", endpoint_url=edge.url).create_function(
+            FunctionName="f", Runtime="python3.12", Role=role, Handler="h.h", Code={"ZipFile": b"x"}
+        ),
+        lambda: session.client("cloudformation", endpoint_url=edge.url).create_stack(
+            StackName="s", TemplateBody="{}", RoleARN=role
+        ),
+        lambda: session.client("ecs", endpoint_url=edge.url).register_task_definition(
+            family="t", containerDefinitions=[{"name": "c", "image": "i"}], taskRoleArn=role
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(ActionBlocked, match="iam:PassRole"):
+            call()
+    assert edge.calls == before
+    sts = session.client("sts", endpoint_url=edge.url)
+    with pytest.raises(ClientError, match="AssumeRole"):  # sent (moto knows no such role): it assumes one, passes none
+        sts.assume_role(RoleArn=role, RoleSessionName="guard")
 
 
 def approve_all(request):

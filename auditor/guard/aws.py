@@ -59,7 +59,17 @@ class BotoHook:
         )
 
     def actions(self, model: Any, params: dict[str, Any] | None) -> tuple[tuple[str, ...], str]:
-        """The IAM actions of one operation call, and a note when they are a fallback."""
+        """The IAM actions of one operation call, and a note when they are a fallback; with
+        ``iam:PassRole`` when the parameters pass a role to the service, as IAM requires (and as the
+        audit counts it from CloudTrail's requestParameters)."""
+        actions, note = self._operation_actions(model, params)
+        if params and "iam:PassRole" not in actions:
+            source = f"{model.service_model.endpoint_prefix}.amazonaws.com"
+            if self.mapper.passed_roles(params, source, model.name):
+                return (*actions, "iam:PassRole"), note
+        return actions, note
+
+    def _operation_actions(self, model: Any, params: dict[str, Any] | None) -> tuple[tuple[str, ...], str]:
         service = model.service_model
         source = f"{service.endpoint_prefix}.amazonaws.com"
         key = (source, model.name)
