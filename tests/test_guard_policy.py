@@ -194,3 +194,9 @@ def test_a_name_no_cloud_spells_is_blocked_for_a_deny_list_identity(name: str) -
     """A deny list lets through what it cannot spell: a model-chosen name passed to check() must not."""
     verdict = IdentityPolicy.from_entry(identity("aws", "id-1", "agent", ["s3:DeleteBucket"], [])).decide(name)
     assert (verdict.decision, verdict.rule) == ("deny", MALFORMED)
+
+
+@pytest.mark.parametrize("name", [None, "", "  ", 5])
+def test_no_identity_is_a_config_error(tmp_path: Path, name) -> None:
+    with pytest.raises(GuardConfigError, match="names no identity"):
+        Guard.from_blocklist(s3_blocklist(tmp_path / "b.yaml"), identity=name)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from auditor.approvals.redact import redact
 from auditor.guard import blocklist
-from auditor.guard.errors import ActionBlocked, ActionDenied
+from auditor.guard.errors import ActionBlocked, ActionDenied, GuardConfigError
 from auditor.guard.log import DecisionLog
 from auditor.guard.policy import ALLOWED, IdentityPolicy, Verdict
 
@@ -61,6 +61,11 @@ class Guard:
         log: DecisionLog | str | os.PathLike[str] | None = None,
     ) -> Guard:
         """The guard of ``identity`` (its id or name; ``provider`` to tell same-named ones apart)."""
+        if not isinstance(identity, str) or not identity.strip():
+            raise GuardConfigError(
+                f"{path}: identity={identity!r} names no identity",
+                "pass the agent's identity id or name as it appears in the blocklist",
+            )
         document = blocklist.load(path)
         policy = blocklist.select(document, identity, provider, str(path))
         return cls(policy, queue=queue, approval_timeout=approval_timeout, log=log)
