@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import subprocess
 import sys
@@ -200,3 +201,18 @@ def test_a_name_no_cloud_spells_is_blocked_for_a_deny_list_identity(name: str) -
 def test_no_identity_is_a_config_error(tmp_path: Path, name) -> None:
     with pytest.raises(GuardConfigError, match="names no identity"):
         Guard.from_blocklist(s3_blocklist(tmp_path / "b.yaml"), identity=name)
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "bad-url"])
+def test_an_approval_queue_that_cannot_be_opened_blocks_and_logs(tmp_path: Path, kind: str) -> None:
+    if kind == "corrupt":
+        queue = tmp_path / "approvals.db"
+        queue.write_bytes(b"not a database" * 100)
+    else:
+        queue = "ftp://approvals.example/queue"
+    log = tmp_path / "guard.jsonl"
+    guard = Guard.from_blocklist(s3_blocklist(tmp_path / "b.yaml"), identity=AGENT, queue=queue, log=log)
+    with pytest.raises(ActionBlocked, match="approval queue failed"):
+        guard.check("s3:DeleteObject", resource="arn:aws:s3:::b/k")
+    (record,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert record["decision"] == "blocked" and "approval queue failed" in record["reason"]

@@ -115,8 +115,13 @@ class Guard:
         self._approve(base, " + ".join(gated), verdict, params)
 
     def _approve(self, base: dict[str, Any], target: str, verdict: Verdict, params: Mapping[str, Any] | None) -> None:
-        queue = self._open_queue()
+        from auditor.approvals.base import QueueError
+
         who = self.policy.name or self.policy.identity
+        try:
+            queue = self._open_queue()
+        except QueueError as exc:  # unreachable, corrupt, a bad URL: refused and logged like any refusal
+            raise self._queue_failed(base, target, verdict, params, exc) from exc
         if queue is None:
             reason = f"{verdict.reason}; it needs a human's approval and the guard has no approval queue"
             raise self._blocked(
@@ -126,8 +131,6 @@ class Guard:
                 params,
                 f"{who}: {target} needs approval ({verdict.rule}) and no approval queue is configured",
             )
-        from auditor.approvals.base import QueueError
-
         safe = redact(dict(params or {}))
         try:
             request = queue.submit(
@@ -143,14 +146,7 @@ class Guard:
             self._record({**base, "request_id": request.id}, "approval_requested", verdict, safe)
             answer = queue.wait(request.id, timeout_s=self.approval_timeout + 5.0)
         except QueueError as exc:
-            reason = f"{verdict.reason}; the approval queue failed: {exc}"
-            raise self._blocked(
-                base,
-                target,
-                Verdict("deny", verdict.rule, reason, verdict.severity),
-                safe,
-                f"{who}: {target} needs approval and the approval queue failed: {exc}",
-            ) from exc
+            raise self._queue_failed(base, target, verdict, safe, exc) from exc
         status = answer.status if answer.status in ("approved", "denied") else "expired"
         extra = {"request_id": answer.id, "approver": answer.decided_by, "note": answer.note}
         self._record({**base, **extra}, status, verdict, safe)
@@ -168,6 +164,18 @@ class Guard:
             status=status,
             approver=answer.decided_by,
             note=answer.note,
+        )
+
+    def _queue_failed(
+        self, base: dict[str, Any], target: str, verdict: Verdict, params: Mapping[str, Any] | None, exc: Exception
+    ) -> ActionBlocked:
+        who = self.policy.name or self.policy.identity
+        return self._blocked(
+            base,
+            target,
+            Verdict("deny", verdict.rule, f"{verdict.reason}; the approval queue failed: {exc}", verdict.severity),
+            params,
+            f"{who}: {target} needs approval and the approval queue failed: {exc}",
         )
 
     def _blocked(
