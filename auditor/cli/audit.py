@@ -228,7 +228,7 @@ def _audit_into(
 
         from auditor.emit.write import write_outputs
 
-        return result, write_outputs(result, staged[0] if staged else out, previous, iac)
+        return result, write_outputs(result, staged[0], previous, iac)  # taken: run_audit calls it before usage
 
 
 def _exceptions(path: Path | None) -> tuple[accepted.Entry, ...]:

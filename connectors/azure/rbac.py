@@ -8,7 +8,7 @@ them into the normalized frames.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,10 +74,9 @@ class _Malformed(ValueError):
     """What makes an entry unusable as it is: read it otherwise and the grant could come out wider."""
 
 
-def _optional_text(raw: Mapping[str, Any], key: str) -> str | None:
+def _optional_text(key: str, value: Any) -> str | None:
     """A string field that may be absent, null or empty; anything else is malformed (a condition read as
     absent would make its grant unconditional)."""
-    value = raw.get(key)
     if value is not None and not isinstance(value, str):
         raise _Malformed(f"{key} {str(value)[:60]!r} is not a string")
     return value or None
@@ -101,8 +100,8 @@ def _permission(raw: Any, index: int) -> Permission:
         get("notActions", "NotActions", "not_actions"),
         get("dataActions", "DataActions", "data_actions"),
         get("notDataActions", "NotDataActions", "not_data_actions"),
-        _optional_text(raw, "condition"),
-        _optional_text(raw, "conditionVersion"),
+        _optional_text("condition", raw.get("condition")),
+        _optional_text("conditionVersion", raw.get("conditionVersion")),
     )
 
 
@@ -204,9 +203,6 @@ def _assignment(raw: Any) -> Assignment | None:
         return None
     if not is_scope(scope):
         raise _Malformed(f"scope {scope[:120]!r} is not an ARM scope (/, a management group, a subscription or below)")
-    for key, value in (("condition", condition), ("conditionVersion", version)):
-        if value is not None and not isinstance(value, str):
-            raise _Malformed(f"{key} {str(value)[:60]!r} is not a string")
     return Assignment(
         _text(ident) or f"{scope}/providers/Microsoft.Authorization/roleAssignments/{raw.get('name', '?')}",
         principal.lower(),
@@ -215,8 +211,8 @@ def _assignment(raw: Any) -> Assignment | None:
         guid_of(role),
         _text(role_name),
         scope,
-        _text(condition),
-        _text(version),
+        _optional_text("condition", condition),
+        _optional_text("conditionVersion", version),
     )
 
 

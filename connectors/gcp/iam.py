@@ -126,7 +126,7 @@ def parse_policy(doc: Any, resource: str, origin: str) -> Policy:
     for index, raw in enumerate(doc.get("bindings") or []):
         if not isinstance(raw, dict) or not isinstance(raw.get("role"), str):
             raise InputError(f"{origin}: bindings[{index}] has no role")
-        where = f"{origin}: bindings[{index}] ({raw['role']} on {resource})"
+        where = _binding_scope(origin, index, raw["role"], resource)
         members, condition = raw.get("members") or [], raw.get("condition")
         if condition is not None and not _is_condition(condition):
             # its grant may hold only under that condition: left out (and left as it is by the plans),
@@ -148,6 +148,11 @@ def parse_policy(doc: Any, resource: str, origin: str) -> Policy:
         bindings.append(Binding(raw["role"], tuple(m for m in members if isinstance(m, str)), condition, index))
     configs = tuple(c for c in doc.get("auditConfigs") or [] if isinstance(c, dict))
     return Policy(resource, tuple(bindings), configs, doc.get("etag"), origin, tuple(problems))
+
+
+def _binding_scope(origin: str, index: int, role: str, resource: str) -> str:
+    """Where an input problem with one binding is: its file, position, role and resource."""
+    return f"{origin}: bindings[{index}] ({role} on {resource})"
 
 
 def _is_condition(value: Any) -> bool:
@@ -259,7 +264,7 @@ def build_grants(
                 if principal is None:
                     continue
                 if principal.kind == "user" and principal.identity.endswith(".gserviceaccount.com"):
-                    where = f"{policy.origin}: bindings[{binding.index}] ({binding.role} on {policy.resource})"
+                    where = _binding_scope(policy.origin, binding.index, binding.role, policy.resource)
                     gaps.append(_gap(project, where, f"member {member!r} names a service account as a user: left out"))
                     continue
                 entry = found.setdefault(
