@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import RULES as ALL_RULES
@@ -238,3 +239,13 @@ def test_service_account_exports_gcloud_and_the_api_write(doc, emails, tmp_path)
     path = tmp_path / "service-accounts.json"
     path.write_text(json.dumps(doc))
     assert list(load_service_accounts([path])) == emails
+
+
+def test_googles_own_policy_example_keeps_its_condition_and_raises_no_problem():
+    """tests/data/real/gcp/google-iam-v1-policy-example.json (SOURCES.md): the conditional shape as Google writes it."""
+    real = Path(__file__).parent / "data" / "real" / "gcp" / "google-iam-v1-policy-example.json"
+    parsed = parse_policy(json.loads(real.read_text()), "organizations/1", str(real))
+    assert parsed.problems == ()
+    (conditional,) = [b for b in parsed.bindings if b.condition]
+    assert conditional.role == "roles/resourcemanager.organizationViewer"
+    assert conditional.condition["title"] == "expirable access" and conditional.members == ("user:eve@example.com",)
